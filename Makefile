@@ -1,0 +1,21 @@
+# wsfleet: the two commands are `make lab` and `make test`; the rest are parts of them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help setup test lint molecule lab lab-down bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install what everything else needs (quick no-op when done)
+	@scripts/with-engine.sh scripts/setup.sh
+
+test: ## everything CI runs: lint, syntax, fast tests, every Molecule scenario
+	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/test.sh'
+
+lint: ## lints only (yamllint, ansible-lint, ruff, mypy)
+	@scripts/with-engine.sh scripts/setup.sh && scripts/test.sh lint
+
+molecule: ## one scenario: make molecule S=os_tuning
+	@test -n "$(S)" || { echo "usage: make molecule S=<scenario>"; exit 2; }
+	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/molecule.sh test -s "$(S)"'
