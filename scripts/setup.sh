@@ -19,7 +19,9 @@ stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml 2>/dev/null) <(p
 if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" != "$stamp" ]; then
   log "creating the virtualenv .venv"
   python3 -m venv "$venv"
-  pip_install() { "$venv/bin/pip" install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+  # Some pip configurations list find-links folders that do not exist; pip warns
+  # once per package about each. Keep its real errors, drop that noise.
+  pip_install() { "$venv/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
   pip_install -r requirements.txt
   [ -f server/pyproject.toml ] && pip_install -e 'server[dev]'
   "$venv/bin/python" -c 'import ansible, molecule, testinfra' || die "the virtualenv is incomplete (see pip's output above)"
