@@ -23,8 +23,9 @@ stage() { # stage NAME CMD...: run one stage, time it, remember a failure
 }
 
 lint_python() {
+  ruff check . && ruff format --check . || return 1
   [ -d server/src ] || return 0
-  ruff check server && ruff format --check server && (cd server && mypy)
+  (cd server && ruff check . && ruff format --check . && mypy)
 }
 
 syntax_check() {

@@ -74,11 +74,11 @@ def test_read_only_and_missing_optional_keys_are_skipped():
 
 
 def test_a_missing_mandatory_key_is_an_error_naming_it():
-    with pytest.raises(AnsibleFilterError, match="net.ipv4.no_such_key"):
+    with pytest.raises(AnsibleFilterError, match=r"net\.ipv4\.no_such_key"):
         plan({"net.ipv4.no_such_key": 1}, {})
 
 
 @pytest.mark.parametrize("bad", [True, "lots", "1 2 3"])
 def test_non_numbers_are_refused_for_capacity_keys(bad):
-    with pytest.raises(AnsibleFilterError, match="net.core.somaxconn"):
+    with pytest.raises(AnsibleFilterError, match=r"net\.core\.somaxconn"):
         plan({"net.core.somaxconn": bad}, {"net.core.somaxconn": ("4096", True)})

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
+RECAP_LINE = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+)
 
 
 @dataclass

@@ -97,7 +97,9 @@ def os_tuning_plan(
             live_low, live_high = _as_range(key, current["value"], "live value")
             low, high = min(wanted_low, live_low), max(wanted_high, live_high)
             if (low, high) != (wanted_low, wanted_high):
-                kept.append(f"{key}: widened to {low} {high}, keeping what the host had beyond the target {wanted_low} {wanted_high}")
+                kept.append(
+                    f"{key}: widened to {low} {high}, keeping what the host had beyond the target {wanted_low} {wanted_high}"
+                )
             settings[key] = f"{low} {high}"
         else:
             settings[key] = _normalise(target)
