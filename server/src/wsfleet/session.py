@@ -1,0 +1,213 @@
+"""One WebSocket connection from ``welcome`` to close: read frames, answer them.
+
+Frames of one connection are handled one at a time, in order, so a client's
+messages are stored in the order it sent them and its acks come back in that
+order. Answers go through :meth:`FleetConnection.send_frame`, which never blocks,
+so a client that stops reading cannot stall its own handler either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from websockets.exceptions import ConnectionClosed
+
+from wsfleet import codec
+from wsfleet.broker import BrokerUnavailable
+from wsfleet.connection import CloseCode, FleetConnection
+from wsfleet.context import ServerContext
+from wsfleet.logs import log_event
+from wsfleet.protocol import (
+    ErrorCode,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Publish,
+    echo_fields,
+    encode,
+    encode_error,
+    parse_frame,
+)
+
+__all__ = ["serve_connection"]
+
+logger = logging.getLogger("wsfleet.session")
+
+
+async def serve_connection(context: ServerContext, connection: FleetConnection) -> None:
+    """Run one connection: welcome, frames until close, then clean up and log."""
+    metrics = context.metrics
+    connection.opened_at = time.monotonic()
+    context.open_connections += 1
+    metrics.connected_clients.inc()
+    remote = connection.remote_address
+    log_event(
+        logger,
+        logging.INFO,
+        "connection open",
+        event="open",
+        conn=connection.conn_id,
+        user=connection.identity.subject if connection.identity else None,
+        remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote),
+    )
+    send(
+        context,
+        connection,
+        "welcome",
+        {
+            "type": "welcome",
+            "conn": connection.conn_id,
+            "server": context.instance_id,
+            "heartbeat": _seconds(context.settings.ping_interval),
+        },
+    )
+    try:
+        async for data in connection:
+            await handle_frame(context, connection, data)
+            if connection.abusive:
+                await connection.close_with(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
+                break
+    except ConnectionClosed:
+        pass
+    except Exception:
+        logger.exception(
+            "connection handler failed", extra={"fields": {"conn": connection.conn_id}}
+        )
+        await connection.close_with(CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        context.hub.leave_all(connection)
+        context.open_connections -= 1
+        metrics.connected_clients.dec()
+        log_event(
+            logger,
+            logging.INFO,
+            "connection closed",
+            event="close",
+            conn=connection.conn_id,
+            code=connection.close_code,
+            reason=connection.close_reason or None,
+            seconds=round(time.monotonic() - connection.opened_at, 3),
+        )
+
+
+def _seconds(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+def send(
+    context: ServerContext, connection: FleetConnection, kind: str, frame: dict[str, object]
+) -> None:
+    connection.send_frame(encode(frame))
+    context.metrics.outbound[kind].inc()
+
+
+def send_error(context: ServerContext, connection: FleetConnection, error: ProtocolError) -> None:
+    connection.send_frame(encode_error(error))
+    context.metrics.outbound["error"].inc()
+
+
+async def handle_frame(
+    context: ServerContext, connection: FleetConnection, data: str | bytes
+) -> None:
+    """Validate and answer one inbound frame; errors become ``error`` frames."""
+    metrics = context.metrics
+    started = time.perf_counter()
+    try:
+        if isinstance(data, bytes):
+            metrics.inbound_invalid.inc()
+            raise ProtocolError(ErrorCode.UNSUPPORTED, "binary frames are not supported")
+        if not connection.take_token(time.monotonic()):
+            metrics.inbound_invalid.inc()
+            request_id, room = echo_fields(data)
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {context.settings.rate_limit:g} frames per second",
+                request_id,
+                room,
+            )
+        try:
+            command = parse_frame(data, context.limits)
+        except ProtocolError:
+            metrics.inbound_invalid.inc()
+            raise
+        if isinstance(command, Publish):
+            metrics.inbound["message"].inc()
+            await handle_publish(context, connection, command)
+        elif isinstance(command, Join):
+            metrics.inbound["join"].inc()
+            await handle_join(context, connection, command)
+        elif isinstance(command, Leave):
+            metrics.inbound["leave"].inc()
+            context.hub.leave(connection, command.room)
+            send(context, connection, "left", {"type": "left", "room": command.room})
+        elif isinstance(command, Ping):
+            metrics.inbound["ping"].inc()
+            send(context, connection, "pong", {"type": "pong", "id": command.request_id})
+    except ProtocolError as error:
+        send_error(context, connection, error)
+    finally:
+        metrics.message_duration.observe(time.perf_counter() - started)
+
+
+def _check_room_allowed(connection: FleetConnection, room: str, request_id: str | None) -> None:
+    identity = connection.identity
+    if identity is not None and not identity.may_use(room):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, "your token does not allow this room", request_id, room
+        )
+
+
+async def handle_join(context: ServerContext, connection: FleetConnection, join: Join) -> None:
+    _check_room_allowed(connection, join.room, None)
+    if join.room not in connection.rooms and len(connection.rooms) >= context.settings.max_rooms:
+        raise ProtocolError(
+            ErrorCode.TOO_MANY_ROOMS,
+            f"a connection may be in at most {context.settings.max_rooms} rooms",
+            room=join.room,
+        )
+    try:
+        await context.hub.join(connection, join.room, join.since, join.epoch)
+    except BrokerUnavailable:
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE, "the room cannot be joined right now; retry", room=join.room
+        ) from None
+
+
+async def handle_publish(
+    context: ServerContext, connection: FleetConnection, publish: Publish
+) -> None:
+    _check_room_allowed(connection, publish.room, publish.request_id)
+    if context.draining:
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE,
+            "this instance is shutting down; retry after reconnecting",
+            publish.request_id,
+            publish.room,
+        )
+    context.publish_started()
+    try:
+        offset = await context.broker.publish(
+            publish.room, connection.sender_json, publish.content_json
+        )
+    except BrokerUnavailable:
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE,
+            "the message was not stored or delivered; retry",
+            publish.request_id,
+            publish.room,
+        ) from None
+    finally:
+        context.publish_finished()
+    send(
+        context,
+        connection,
+        "ack",
+        {"type": "ack", "id": publish.request_id, "room": publish.room, "offset": offset},
+    )
+
+
+def sender_json(subject: str) -> bytes:
+    """The ``from`` field of a connection's messages, encoded once at the handshake."""
+    return codec.dumps(subject)
