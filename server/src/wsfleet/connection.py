@@ -69,6 +69,7 @@ class FleetConnection(ServerConnection):
     backlog: collections.deque[bytes] | None = None
     backlog_bytes: int = 0
     overflowed: bool = False
+    closing: bool = False  # the server decided to close this connection
     request_body: bytes | None = None
     request_body_too_large: bool = False
     identity: Identity | None = None
@@ -175,6 +176,9 @@ class FleetConnection(ServerConnection):
 
     def close_soon(self, code: int, reason: str = "") -> None:
         """Start :meth:`close_with` without waiting for it (from synchronous code)."""
+        if self.closing:
+            return
+        self.closing = True
         task = self.loop.create_task(self.close_with(code, reason))
         _background_tasks.add(task)
         task.add_done_callback(_background_tasks.discard)

@@ -65,10 +65,13 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
     )
     try:
         async for data in connection:
+            if connection.closing:
+                # Keep reading while the close runs: unread frames would pause the
+                # transport and the peer's close frame could never arrive.
+                continue
             await handle_frame(context, connection, data)
             if connection.abusive:
-                await connection.close_with(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
-                break
+                connection.close_soon(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
     except ConnectionClosed:
         pass
     except Exception:
