@@ -47,6 +47,18 @@ def wait_until(condition: Any, what: str, timeout: float = DEADLINE, every: floa
         time.sleep(every)
 
 
+async def wait_until_async(condition: Any, what: str, timeout: float = DEADLINE, every: float = 0.02) -> Any:
+    """Like :func:`wait_until`, but lets other tasks of the test run meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
 class RedisProcess:
     """A throw-away redis-server without persistence (a restart loses everything)."""
 
