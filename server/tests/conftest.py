@@ -47,7 +47,9 @@ def wait_until(condition: Any, what: str, timeout: float = DEADLINE, every: floa
         time.sleep(every)
 
 
-async def wait_until_async(condition: Any, what: str, timeout: float = DEADLINE, every: float = 0.02) -> Any:
+async def wait_until_async(
+    condition: Any, what: str, timeout: float = DEADLINE, every: float = 0.02
+) -> Any:
     """Like :func:`wait_until`, but lets other tasks of the test run meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
@@ -76,8 +78,19 @@ class RedisProcess:
         if binary is None:
             pytest.fail("redis-server is not on PATH (apt-get install redis-server)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -102,7 +115,9 @@ class RedisProcess:
 class ServerProcess:
     """One ``python -m wsfleet serve`` process."""
 
-    def __init__(self, redis: RedisProcess, log_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, redis: RedisProcess, log_dir: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.redis = redis
         self.args = args
@@ -122,8 +137,19 @@ class ServerProcess:
     def start(self, wait: bool = True) -> ServerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "wsfleet", "serve", "--port", str(self.port),
-                 "--redis-url", self.redis.url, "--instance-id", f"test-{self.port}", *self.args],
+                [
+                    sys.executable,
+                    "-m",
+                    "wsfleet",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--redis-url",
+                    self.redis.url,
+                    "--instance-id",
+                    f"test-{self.port}",
+                    *self.args,
+                ],
                 stdout=log,
                 stderr=log,
                 env=self.env,
@@ -142,7 +168,11 @@ class ServerProcess:
         wait_until(healthy, f"/health 200 on port {self.port}", timeout)
 
     def http(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=body, method=method, headers=headers or {}
@@ -201,8 +231,13 @@ class Launcher:
         self.log_dir = log_dir
         self.servers: list[ServerProcess] = []
 
-    def __call__(self, *args: str, redis: RedisProcess | None = None, wait: bool = True,
-                 env: dict[str, str] | None = None) -> ServerProcess:
+    def __call__(
+        self,
+        *args: str,
+        redis: RedisProcess | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
         server = ServerProcess(redis or self.redis, self.log_dir, *args, env=env)
         self.servers.append(server)
         return server.start(wait=wait)
@@ -230,11 +265,21 @@ def launch(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Launcher]:
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+def cluster(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
     """Three instances on one Redis, with an API key; shared by a module's tests."""
     launcher = Launcher(redis_server, tmp_path_factory.mktemp("cluster"))
     servers = launcher.start_many(
-        3, "--api-key", "test-api-key", "--history-size", "50", "--rate-limit", "2000", "--rate-burst", "2000"
+        3,
+        "--api-key",
+        "test-api-key",
+        "--history-size",
+        "50",
+        "--rate-limit",
+        "2000",
+        "--rate-burst",
+        "2000",
     )
     yield servers
     launcher.stop_all()
@@ -267,7 +312,9 @@ async def recv_json(connection: ClientConnection, timeout: float = 5.0) -> dict[
         return frame
 
 
-async def recv_type(connection: ClientConnection, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+async def recv_type(
+    connection: ClientConnection, kind: str, timeout: float = 5.0
+) -> dict[str, Any]:
     """Skip frames until one of ``kind`` arrives."""
     async with asyncio.timeout(timeout):
         while True:
@@ -281,9 +328,13 @@ async def join(connection: ClientConnection, room: str, **extra: Any) -> dict[st
     return await recv_type(connection, "joined")
 
 
-async def publish(connection: ClientConnection, room: str, content: Any, request_id: str) -> dict[str, Any]:
+async def publish(
+    connection: ClientConnection, room: str, content: Any, request_id: str
+) -> dict[str, Any]:
     """Publish and return the ack (or error) with that id, skipping other frames."""
-    await send_json(connection, {"type": "message", "room": room, "content": content, "id": request_id})
+    await send_json(
+        connection, {"type": "message", "room": room, "content": content, "id": request_id}
+    )
     async with asyncio.timeout(5):
         while True:
             frame = await recv_json(connection)

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import websockets
+
 from conftest import Launcher, connect, join, recv_type, send_json, unique_room
 
 # Bound on the server's resident memory growth while a stalled client is fed 12 MB.
@@ -29,8 +30,18 @@ def resident_bytes(pid: int) -> int:
 
 
 async def test_stalled_reader_is_closed_4008_while_others_keep_up(launch: Launcher) -> None:
-    server = launch("--rate-limit", "5000", "--rate-burst", "5000", "--queue-bytes", "262144",
-                    "--queue-messages", "200", "--history-size", "10")
+    server = launch(
+        "--rate-limit",
+        "5000",
+        "--rate-burst",
+        "5000",
+        "--queue-bytes",
+        "262144",
+        "--queue-messages",
+        "200",
+        "--history-size",
+        "10",
+    )
     room = unique_room("slow")
     # The stalled client has a tiny receive buffer so the kernel cannot absorb much.
     raw = socket.socket()
@@ -61,7 +72,13 @@ async def test_stalled_reader_is_closed_4008_while_others_keep_up(launch: Launch
 
     reader = asyncio.create_task(read_healthy())
     for n in range(count):
-        await send_json(publisher, {"type": "message", "room": room, "content": {"n": n, "pad": chunk}})
+        # The healthy client reads as fast as it can; keeping at most 20 messages in
+        # flight to it makes sure it is a fast consumer even on a loaded test machine.
+        while n - received > 20:
+            await asyncio.sleep(0.001)
+        await send_json(
+            publisher, {"type": "message", "room": room, "content": {"n": n, "pad": chunk}}
+        )
         if n % 500 == 0:
             peak = max(peak, resident_bytes(server.pid))
             await asyncio.sleep(0)

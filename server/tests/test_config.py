@@ -24,7 +24,9 @@ def test_defaults_match_the_protocol() -> None:
 
 def test_precedence_flag_then_env_then_toml(tmp_path: Path) -> None:
     toml = tmp_path / "wsfleet.toml"
-    toml.write_text('history_size = 10\nhistory-ttl = 5\nport = 9000\nallowed_origins = ["https://a.example"]\n')
+    toml.write_text(
+        'history_size = 10\nhistory-ttl = 5\nport = 9000\nallowed_origins = ["https://a.example"]\n'
+    )
     env = {"WSFLEET_CONFIG": str(toml), "WSFLEET_HISTORY_SIZE": "20", "WSFLEET_PORT": "9100"}
     settings = load_settings({"port": "9200"}, env)
     assert settings.port == 9200
@@ -44,7 +46,9 @@ def test_precedence_flag_then_env_then_toml(tmp_path: Path) -> None:
         ({"redis_url": "http://x"}, {}, "--redis-url"),
     ],
 )
-def test_bad_values_name_the_flag_and_the_source(cli: dict[str, str], env: dict[str, str], flag: str) -> None:
+def test_bad_values_name_the_flag_and_the_source(
+    cli: dict[str, str], env: dict[str, str], flag: str
+) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings(cli, env)
     assert flag in str(error.value)
@@ -53,7 +57,9 @@ def test_bad_values_name_the_flag_and_the_source(cli: dict[str, str], env: dict[
 def test_secrets_from_files_are_read_and_never_shown(tmp_path: Path) -> None:
     secret_file = tmp_path / "jwt"
     secret_file.write_text("s3cret-value\n")
-    settings = load_settings({"jwt_secret_file": str(secret_file)}, {"WSFLEET_API_KEY": "key-value"})
+    settings = load_settings(
+        {"jwt_secret_file": str(secret_file)}, {"WSFLEET_API_KEY": "key-value"}
+    )
     assert settings.jwt_secret == "s3cret-value"
     assert settings.api_key == "key-value"
     shown = str(settings.redacted()) + repr(settings)
@@ -71,8 +77,20 @@ def test_redis_password_is_redacted() -> None:
 
 def test_command_line_fails_at_start_naming_the_flag() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "wsfleet", "serve", "--max-rooms", "-3", "--jwt-secret", "topsecret"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "wsfleet",
+            "serve",
+            "--max-rooms",
+            "-3",
+            "--jwt-secret",
+            "topsecret",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "--max-rooms" in result.stderr

@@ -12,8 +12,18 @@ import time
 
 import pytest
 import websockets
-from conftest import Launcher, ServerProcess, connect, join, recv_json, send_json, unique_room, wait_until_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import (
+    Launcher,
+    ServerProcess,
+    connect,
+    join,
+    recv_json,
+    send_json,
+    unique_room,
+    wait_until_async,
+)
 
 
 async def stalled_client(server: ServerProcess) -> websockets.ClientConnection:
@@ -27,7 +37,16 @@ async def stalled_client(server: ServerProcess) -> websockets.ClientConnection:
 
 
 async def test_sigterm_drains_every_client_without_losing_acked_messages(launch: Launcher) -> None:
-    server = launch("--drain-spread", "0.5", "--drain-timeout", "10", "--rate-limit", "5000", "--rate-burst", "5000")
+    server = launch(
+        "--drain-spread",
+        "0.5",
+        "--drain-timeout",
+        "10",
+        "--rate-limit",
+        "5000",
+        "--rate-burst",
+        "5000",
+    )
     room = unique_room("drain")
     members = []
     for _ in range(3):
@@ -37,7 +56,9 @@ async def test_sigterm_drains_every_client_without_losing_acked_messages(launch:
     publisher, _ = await connect(server.url)
     stalled = await stalled_client(server)
     for _ in range(20):
-        await stalled.send('{"type":"message","room":"' + room + '","content":"' + "z" * 8000 + '"}')
+        await stalled.send(
+            '{"type":"message","room":"' + room + '","content":"' + "z" * 8000 + '"}'
+        )
 
     acked: list[str] = []
     refused = 0
@@ -47,7 +68,9 @@ async def test_sigterm_drains_every_client_without_losing_acked_messages(launch:
         sent = 0
         try:
             while True:
-                await send_json(publisher, {"type": "message", "room": room, "content": sent, "id": str(sent)})
+                await send_json(
+                    publisher, {"type": "message", "room": room, "content": sent, "id": str(sent)}
+                )
                 sent += 1
                 frame = await recv_json(publisher)
                 while frame["type"] not in ("ack", "error"):
@@ -60,7 +83,9 @@ async def test_sigterm_drains_every_client_without_losing_acked_messages(launch:
         except ConnectionClosed:
             pass
 
-    async def read_until_closed(connection: websockets.ClientConnection) -> tuple[list[str], list[dict[str, object]]]:
+    async def read_until_closed(
+        connection: websockets.ClientConnection,
+    ) -> tuple[list[str], list[dict[str, object]]]:
         offsets: list[str] = []
         shutdowns: list[dict[str, object]] = []
         try:
@@ -77,7 +102,9 @@ async def test_sigterm_drains_every_client_without_losing_acked_messages(launch:
 
     readers = [asyncio.create_task(read_until_closed(member)) for member in members]
     producer = asyncio.create_task(publish_until_closed())
-    await wait_until_async(lambda: len(acked) >= 50, "some acked messages", timeout=10)  # in flight now
+    await wait_until_async(
+        lambda: len(acked) >= 50, "some acked messages", timeout=10
+    )  # in flight now
     started = time.monotonic()
     server.signal(signal.SIGTERM)
 

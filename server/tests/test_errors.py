@@ -10,14 +10,27 @@ from collections.abc import Iterator
 import jwt
 import pytest
 import websockets
-from conftest import Launcher, RedisProcess, ServerProcess, connect, join, publish, recv_json, send_json, unique_room
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import (
+    Launcher,
+    RedisProcess,
+    ServerProcess,
+    connect,
+    join,
+    publish,
+    recv_json,
+    send_json,
+    unique_room,
+)
 
 SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 ORIGIN = "https://good.example"
 
 
-def token(sub: str = "alice", rooms: list[str] | None = None, exp_in: float = 300, secret: str = SECRET) -> str:
+def token(
+    sub: str = "alice", rooms: list[str] | None = None, exp_in: float = 300, secret: str = SECRET
+) -> str:
     claims: dict[str, object] = {"sub": sub, "exp": int(time.time() + exp_in)}
     if rooms is not None:
         claims["rooms"] = rooms
@@ -25,13 +38,26 @@ def token(sub: str = "alice", rooms: list[str] | None = None, exp_in: float = 30
 
 
 @pytest.fixture(scope="module")
-def secured(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def secured(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """An instance with JWT auth, an Origin allow-list and small limits."""
     launcher = Launcher(redis_server, tmp_path_factory.mktemp("secured"))
     yield launcher(
-        "--jwt-secret", SECRET, "--allowed-origins", ORIGIN, "--max-rooms", "3",
-        "--max-content-size", "100", "--max-frame-size", "2048",
-        "--rate-limit", "5", "--rate-burst", "10",
+        "--jwt-secret",
+        SECRET,
+        "--allowed-origins",
+        ORIGIN,
+        "--max-rooms",
+        "3",
+        "--max-content-size",
+        "100",
+        "--max-frame-size",
+        "2048",
+        "--rate-limit",
+        "5",
+        "--rate-burst",
+        "10",
     )
     launcher.stop_all()
 
@@ -46,7 +72,12 @@ async def test_handshake_refusals_401_and_403(secured: ServerProcess) -> None:
     rejected_before = secured.metric("ws_rejected_connections_total", 'reason="auth"')
     assert await refused_status(secured.url) == 401
     assert await refused_status(secured.url + "?token=garbage") == 401
-    assert await refused_status(secured.url + "?token=" + token(secret="another-secret-that-is-long-enough-for-hs256")) == 401
+    assert (
+        await refused_status(
+            secured.url + "?token=" + token(secret="another-secret-that-is-long-enough-for-hs256")
+        )
+        == 401
+    )
     assert await refused_status(secured.url + "?token=" + token(exp_in=-60)) == 401
     no_sub = jwt.encode({"exp": int(time.time() + 60)}, SECRET, algorithm="HS256")
     assert await refused_status(secured.url + "?token=" + no_sub) == 401
@@ -56,7 +87,7 @@ async def test_handshake_refusals_401_and_403(secured: ServerProcess) -> None:
 
     good = secured.url + "?token=" + token()
     assert await refused_status(good, origin="https://evil.example") == 403
-    connection, welcome = await connect(good, origin=ORIGIN)
+    connection, _ = await connect(good, origin=ORIGIN)
     await connection.close()
     connection, _ = await connect(good)  # no Origin header: not a browser, allowed
     await connection.close()
@@ -77,7 +108,10 @@ async def test_forbidden_rooms_on_join_and_publish(secured: ServerProcess) -> No
     assert (await join(connection, "team-a"))["type"] == "joined"
     await send_json(connection, {"type": "join", "room": "secret"})
     assert await recv_json(connection) == {
-        "type": "error", "code": "forbidden", "message": "your token does not allow this room", "room": "secret"
+        "type": "error",
+        "code": "forbidden",
+        "message": "your token does not allow this room",
+        "room": "secret",
     }
     answer = await publish(connection, "secret", 1, "p1")
     assert (answer["type"], answer["code"], answer["room"]) == ("error", "forbidden", "secret")
@@ -94,13 +128,21 @@ async def test_forbidden_rooms_on_join_and_publish(secured: ServerProcess) -> No
         ('{"type": 5}', "bad_message", {}),
         ('{"type": "message", "room": "r", "id": "m1"}', "bad_message", {"id": "m1", "room": "r"}),
         ('{"type": "message", "room": 7, "content": 1}', "bad_message", {}),
-        ('{"type": "message", "room": "r", "content": 1, "id": 9}', "bad_message", {"id": 9, "room": "r"}),
+        (
+            '{"type": "message", "room": "r", "content": 1, "id": 9}',
+            "bad_message",
+            {"id": 9, "room": "r"},
+        ),
         ('{"type": "join", "room": "r", "since": "yesterday"}', "bad_message", {"room": "r"}),
         ('{"type": "shout", "id": "s"}', "unknown_type", {"id": "s"}),
         ('{"type": "join", "room": "no spaces"}', "bad_room", {"room": "no spaces"}),
         ('{"type": "join", "room": ""}', "bad_room", {"room": ""}),
         ('{"type": "leave", "room": "' + "x" * 129 + '"}', "bad_room", {"room": "x" * 129}),
-        ('{"type": "message", "room": "r", "content": "' + "y" * 200 + '", "id": "big"}', "too_large", {"id": "big", "room": "r"}),
+        (
+            '{"type": "message", "room": "r", "content": "' + "y" * 200 + '", "id": "big"}',
+            "too_large",
+            {"id": "big", "room": "r"},
+        ),
     ],
 )
 async def test_invalid_frames_get_the_right_error_and_the_connection_stays_open(
@@ -195,11 +237,13 @@ async def test_client_going_away_is_logged_with_its_code(launch: Launcher) -> No
     server = launch()
     connection, welcome = await connect(server.url)
     await connection.close(1001)
+
     def logged() -> bool:
         return any(
             '"event":"close"' in line and welcome["conn"] in line and '"code":1001' in line
             for line in server.log().splitlines()
         )
+
     for _ in range(100):
         if logged():
             break

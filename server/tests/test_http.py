@@ -34,7 +34,9 @@ def test_unknown_paths_are_404(cluster: list[ServerProcess]) -> None:
     assert cluster[0].http("POST", "/nope", b"{}", {"Content-Type": "application/json"})[0] == 404
 
 
-async def test_metrics_have_protocol_names_and_count_real_traffic(cluster: list[ServerProcess]) -> None:
+async def test_metrics_have_protocol_names_and_count_real_traffic(
+    cluster: list[ServerProcess],
+) -> None:
     server = cluster[2]
     _, headers, body = server.http("GET", "/metrics")
     assert headers["Content-Type"].startswith("text/plain")
@@ -58,8 +60,14 @@ async def test_metrics_have_protocol_names_and_count_real_traffic(cluster: list[
     for connection in connections:
         for _ in range(4):
             await recv_type(connection, "message")
-    assert server.metric("ws_messages_total", 'direction="inbound",type="message"') == inbound_before + 4
-    assert server.metric("ws_messages_total", 'direction="outbound",type="message"') == outbound_before + 12
+    assert (
+        server.metric("ws_messages_total", 'direction="inbound",type="message"')
+        == inbound_before + 4
+    )
+    assert (
+        server.metric("ws_messages_total", 'direction="outbound",type="message"')
+        == outbound_before + 12
+    )
     assert server.metric("ws_fanout_latency_seconds_count") == fanout_before + 4
     assert server.metric("ws_message_duration_seconds_count") >= duration_before + 7
     assert server.metric("ws_redis_up") == 1
@@ -74,7 +82,10 @@ async def test_api_publish_delivers_with_from_api(cluster: list[ServerProcess]) 
     await join(listener, room)
     body = json.dumps({"room": room, "content": {"hello": "api"}}).encode()
     status, _, answer = cluster[0].http(
-        "POST", "/api/publish", body, {"Authorization": "Bearer test-api-key", "Content-Type": "application/json"}
+        "POST",
+        "/api/publish",
+        body,
+        {"Authorization": "Bearer test-api-key", "Content-Type": "application/json"},
     )
     assert status == 200, answer
     offset = json.loads(answer)["offset"]
@@ -93,9 +104,13 @@ def test_api_publish_refuses_bad_key_and_bad_body(cluster: list[ServerProcess]) 
     good = {"Authorization": "Bearer test-api-key"}
     status, _, answer = server.http("POST", "/api/publish", b"{not json", good)
     assert (status, json.loads(answer)["error"]) == (400, "bad_json")
-    status, _, answer = server.http("POST", "/api/publish", json.dumps({"room": "bad room!", "content": 1}).encode(), good)
+    status, _, answer = server.http(
+        "POST", "/api/publish", json.dumps({"room": "bad room!", "content": 1}).encode(), good
+    )
     assert (status, json.loads(answer)["error"]) == (400, "bad_room")
-    status, _, answer = server.http("POST", "/api/publish", json.dumps({"room": "r"}).encode(), good)
+    status, _, answer = server.http(
+        "POST", "/api/publish", json.dumps({"room": "r"}).encode(), good
+    )
     assert (status, json.loads(answer)["error"]) == (400, "bad_message")
     assert server.http("GET", "/api/publish", None, good)[0] == 405
 

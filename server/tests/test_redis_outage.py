@@ -6,10 +6,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Launcher, RedisProcess, connect, join, publish, recv_type, unique_room, wait_until
+from conftest import (
+    Launcher,
+    RedisProcess,
+    connect,
+    join,
+    publish,
+    recv_type,
+    unique_room,
+    wait_until,
+)
 
 
-async def test_outage_answers_unavailable_then_delivery_resumes(launch: Launcher, tmp_path: Path) -> None:
+async def test_outage_answers_unavailable_then_delivery_resumes(
+    launch: Launcher, tmp_path: Path
+) -> None:
     redis = RedisProcess(tmp_path)
     redis.start()
     try:
@@ -24,14 +35,27 @@ async def test_outage_answers_unavailable_then_delivery_resumes(launch: Launcher
 
         redis.stop()
         for server in (first, second):
-            wait_until(lambda s=server: s.json("/health") == (503, {**s.json("/health")[1], "status": "degraded"}),
-                       "health 503 degraded")
+            wait_until(
+                lambda s=server: (
+                    s.json("/health") == (503, {**s.json("/health")[1], "status": "degraded"})
+                ),
+                "health 503 degraded",
+            )
             assert server.json("/health")[1]["redis"] == "down"
             assert server.metric("ws_redis_up") == 0
         answer = await publish(publisher, room, "lost?", "2")
-        assert (answer["type"], answer["code"], answer["id"], answer["room"]) == ("error", "unavailable", "2", room)
-        status, _, body = first.http("POST", "/api/publish", json.dumps({"room": room, "content": 1}).encode(),
-                                     {"Authorization": "Bearer k"})
+        assert (answer["type"], answer["code"], answer["id"], answer["room"]) == (
+            "error",
+            "unavailable",
+            "2",
+            room,
+        )
+        status, _, body = first.http(
+            "POST",
+            "/api/publish",
+            json.dumps({"room": room, "content": 1}).encode(),
+            {"Authorization": "Bearer k"},
+        )
         assert (status, json.loads(body)["error"]) == (503, "unavailable")
 
         redis.start()  # same port, empty: a new life for every room

@@ -15,11 +15,12 @@ from conftest import (
     recv_type,
     unique_room,
 )
-
 from wsfleet.client import Client, Message, RoomResync
 
 
-async def test_rejoin_with_since_replays_exactly_what_was_missed(cluster: list[ServerProcess]) -> None:
+async def test_rejoin_with_since_replays_exactly_what_was_missed(
+    cluster: list[ServerProcess],
+) -> None:
     room = unique_room("resume")
     publisher, _ = await connect(cluster[0].url)
     reader, _ = await connect(cluster[1].url)
@@ -110,7 +111,10 @@ async def test_lost_history_means_new_epoch_and_not_recovered(
     await reader.close()
 
     # The history is lost (as in a restart without persistence), then life goes on.
-    assert redis_server.command("DEL", f"wsfleet:{{{room}}}:history", f"wsfleet:{{{room}}}:epoch") == ":2"
+    assert (
+        redis_server.command("DEL", f"wsfleet:{{{room}}}:history", f"wsfleet:{{{room}}}:epoch")
+        == ":2"
+    )
     await publish(publisher, room, "after", "2")
     reader, _ = await connect(cluster[1].url)
     rejoined = await join(reader, room, since=offset, epoch=joined["epoch"])

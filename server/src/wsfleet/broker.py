@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import secrets
@@ -230,8 +231,8 @@ class RedisBroker:
     async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]:
         """Stored messages with offsets after ``after`` (all of them when None)."""
         start = "-" if after is None else "(" + after
-        entries = await self._redis.xrange(history_key(room), start, "+", self._history_size)
-        return self._frames(room, entries)
+        entries: Any = await self._redis.xrange(history_key(room), start, "+", self._history_size)
+        return self._frames(room, entries or [])
 
     @staticmethod
     def _frames(room: str, entries: Iterable[Any]) -> list[tuple[str, bytes]]:
@@ -271,10 +272,9 @@ class RedisBroker:
             subscriber = self._subscriber
             if self._delivery.is_local(room) or subscriber is None or not self._subscriber_up:
                 return  # a (re)connection subscribes only to the rooms that are local
-            try:
+            # On failure the reader notices the broken connection and resubscribes.
+            with contextlib.suppress(RedisError, OSError):
                 await subscriber.send_command("UNSUBSCRIBE", channel_name(room), check_health=False)
-            except (RedisError, OSError):
-                pass  # the reader notices the broken connection and resubscribes the rest
 
     async def barrier(self, timeout: float) -> bool:
         """Wait until every message published before this call has been delivered.
@@ -315,7 +315,7 @@ class RedisBroker:
             connection = self._new_subscriber()
             self._subscriber = connection
             try:
-                await connection.connect()
+                await connection.connect()  # type: ignore[no-untyped-call]
                 await self._resubscribe(connection)
                 if outage_started is not None:
                     log_event(
@@ -346,10 +346,8 @@ class RedisBroker:
                 self._resync_buffer = None
                 self._fail_waiters(BrokerUnavailable("redis connection lost"))
                 self._state_changed()
-                try:
+                with contextlib.suppress(Exception):  # it is already broken
                     await connection.disconnect()
-                except Exception:  # noqa: S110 - it is already broken
-                    pass
             if not self._closing:
                 await asyncio.sleep(jittered_backoff(attempt))
                 attempt += 1

@@ -1,4 +1,7 @@
-"""The ``wsfleet`` command: ``wsfleet serve`` runs a server, ``wsfleet client`` a terminal client."""
+"""The ``wsfleet`` command.
+
+``wsfleet serve`` runs a server instance, ``wsfleet client`` a terminal client.
+"""
 
 from __future__ import annotations
 

@@ -104,6 +104,7 @@ class Client:
         self._reconnect_after: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._background: set[asyncio.Future[None]] = set()
         self.stats = _Stats()
         self.server: str | None = None  # instance id from the last welcome
 
@@ -210,8 +211,8 @@ class Client:
                 for waiter in self._pending.values():
                     if not waiter.done():
                         waiter.set_exception(ConnectionClosed(None, None))
-            if self._closed:
-                break
+            if self._closed:  # close() may have run meanwhile
+                break  # type: ignore[unreachable]
             delay = self._reconnect_after
             self._reconnect_after = None
             if delay is None:
@@ -264,7 +265,9 @@ class Client:
             frame: dict[str, Any] = {"type": "join", "room": room}
             if state.offset is not None and state.epoch is not None:
                 frame.update(since=state.offset, epoch=state.epoch)
-            asyncio.ensure_future(connection.send(codec.dumps(frame).decode()))
+            task = asyncio.ensure_future(connection.send(codec.dumps(frame).decode()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _on_joined(self, event: dict[str, Any]) -> None:
         state = self._rooms.get(event["room"])
@@ -306,10 +309,8 @@ async def run_terminal_client(url: str, room: str, token: str | None) -> int:
         async def printer() -> None:
             async for event in client:
                 if isinstance(event, Message):
-                    print(
-                        f"[{event.room} {event.offset}] {event.sender}: {codec.dumps(event.content).decode()}",
-                        flush=True,
-                    )
+                    content = codec.dumps(event.content).decode()
+                    print(f"[{event.room} {event.offset}] {event.sender}: {content}", flush=True)
                 else:
                     print(f"[{event.room}] history lost; resynchronise", flush=True)
 

@@ -28,7 +28,7 @@ from websockets.protocol import State
 
 from wsfleet.auth import Identity
 
-__all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection"]
+__all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection", "TokenBucket"]
 
 
 class CloseCode:
@@ -82,9 +82,7 @@ class FleetConnection(ServerConnection):
         self.sender_json = b""
         self.rooms: set[str] = set()
         self.writing_paused = False
-        self.tokens = float(self.policy.rate_burst)
-        self.refilled_at = time.monotonic()
-        self.strikes = 0
+        self.rate = TokenBucket(self.policy.rate_limit, self.policy.rate_burst, time.monotonic())
         self.opened_at = 0.0
 
     # Outbound
@@ -183,33 +181,6 @@ class FleetConnection(ServerConnection):
         _background_tasks.add(task)
         task.add_done_callback(_background_tasks.discard)
 
-    # Inbound rate limit
-
-    def take_token(self, now: float) -> bool:
-        """Token bucket: True if a frame may be handled now.
-
-        Every refused frame adds a strike and every accepted one removes a strike, so
-        a client that only bursts now and then never accumulates them, while one that
-        keeps sending faster than the limit reaches ``rate_burst`` strikes: abuse.
-        """
-        policy = self.policy
-        tokens = min(
-            float(policy.rate_burst), self.tokens + (now - self.refilled_at) * policy.rate_limit
-        )
-        self.refilled_at = now
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
-            if self.strikes:
-                self.strikes -= 1
-            return True
-        self.tokens = tokens
-        self.strikes += 1
-        return False
-
-    @property
-    def abusive(self) -> bool:
-        return self.strikes >= self.policy.rate_burst
-
     # HTTP request bodies (for POST /api/publish)
 
     def data_received(self, data: bytes) -> None:
@@ -251,6 +222,41 @@ class FleetConnection(ServerConnection):
 
 
 _background_tasks: set[asyncio.Task[None]] = set()
+
+
+class TokenBucket:
+    """Inbound rate limit: ``rate`` frames per second with bursts of ``burst``.
+
+    Every refused frame adds a strike and every accepted one removes a strike, so a
+    client that only bursts now and then never accumulates them, while one that keeps
+    sending faster than the limit reaches ``burst`` strikes: sustained abuse.
+    """
+
+    __slots__ = ("burst", "rate", "refilled_at", "strikes", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.refilled_at = now
+        self.strikes = 0
+
+    def take(self, now: float) -> bool:
+        """True if a frame may be handled now."""
+        tokens = min(float(self.burst), self.tokens + (now - self.refilled_at) * self.rate)
+        self.refilled_at = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            if self.strikes:
+                self.strikes -= 1
+            return True
+        self.tokens = tokens
+        self.strikes += 1
+        return False
+
+    @property
+    def abusive(self) -> bool:
+        return self.strikes >= self.burst
 
 
 def _content_length(head: bytes) -> int | None:

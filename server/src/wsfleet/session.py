@@ -70,7 +70,7 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
                 # transport and the peer's close frame could never arrive.
                 continue
             await handle_frame(context, connection, data)
-            if connection.abusive:
+            if connection.rate.abusive:
                 connection.close_soon(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
     except ConnectionClosed:
         pass
@@ -121,7 +121,7 @@ async def handle_frame(
         if isinstance(data, bytes):
             metrics.inbound_invalid.inc()
             raise ProtocolError(ErrorCode.UNSUPPORTED, "binary frames are not supported")
-        if not connection.take_token(time.monotonic()):
+        if not connection.rate.take(time.monotonic()):
             metrics.inbound_invalid.inc()
             request_id, room = echo_fields(data)
             raise ProtocolError(
