@@ -19,3 +19,12 @@ lint: ## lints only (yamllint, ansible-lint, ruff, mypy)
 molecule: ## one scenario: make molecule S=os_tuning
 	@test -n "$(S)" || { echo "usage: make molecule S=<scenario>"; exit 2; }
 	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/molecule.sh test -s "$(S)"'
+
+lab: ## the whole stack in local containers, deployed and smoke-checked
+	@scripts/lab.sh up
+
+lab-down: ## remove the lab (containers, networks, cached facts)
+	@scripts/lab.sh down
+
+bench: ## load benchmarks on loopback against peers; appends to BENCHMARKS.md
+	@scripts/setup.sh host && scripts/bench.sh

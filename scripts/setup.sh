@@ -5,6 +5,7 @@
 #   - the controller virtualenv .venv (requirements.txt and the server package);
 #   - a Docker engine (scripts/docker/engine.sh);
 #   - base images and offline apt repositories (scripts/images/build.sh).
+# `setup.sh host` stops after the virtualenv (what needs no containers).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$WSFLEET_ROOT"
@@ -30,5 +31,6 @@ else
   log "virtualenv .venv is up to date"
 fi
 
+[ "${1:-}" = host ] && exit 0
 "$WSFLEET_ROOT/scripts/docker/engine.sh" start
 "$WSFLEET_ROOT/scripts/images/build.sh"
