@@ -1,6 +1,7 @@
 """The ``wsfleet`` command.
 
-``wsfleet serve`` runs a server instance, ``wsfleet client`` a terminal client.
+``wsfleet serve`` runs a server instance, ``wsfleet client`` a terminal client,
+``wsfleet bench`` the load generator and benchmarks.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("url", help="server URL, e.g. ws://127.0.0.1:8765/ws")
     client.add_argument("--room", required=True, help="room to join")
     client.add_argument("--token", help="JWT, when the server requires one")
+
+    from wsfleet.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
@@ -71,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             logging.getLogger("wsfleet").error("cannot start: %s", exc)
             return 1
+    if args.command == "bench":
+        from wsfleet.bench.cli import main as bench_main
+
+        return bench_main(args)
     from wsfleet.client import run_terminal_client
 
     try:
