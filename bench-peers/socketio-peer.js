@@ -31,6 +31,9 @@ io.on('connection', (socket) => {
     socket.join(room);
     socket.emit('joined', { room, offset: null, epoch: null, recovered: false, replayed: 0 });
   });
+  socket.on('ping', (id) => {
+    socket.emit('pong', { id: id ?? null });
+  });
   socket.on('leave', (room) => {
     socket.leave(room);
     socket.emit('left', { room });

@@ -212,5 +212,10 @@ async def handle_publish(
 
 
 def sender_json(subject: str) -> bytes:
-    """The ``from`` field of a connection's messages, encoded once at the handshake."""
-    return codec.dumps(subject)
+    """The ``from`` field of a connection's messages, encoded once at the handshake.
+
+    It lives as long as the connection, so the standard library encodes it: the
+    bytes orjson returns sit in a 4 KiB allocation whatever their length, which
+    was a quarter of an idle connection's memory.
+    """
+    return codec.stdlib_dumps(subject)

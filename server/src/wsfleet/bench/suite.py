@@ -1,6 +1,590 @@
-"""placeholder"""
+"""``wsfleet bench suite``: what ``make bench`` runs.
+
+Starts a redis-server on loopback, then for every scenario and round, for every
+target in turn (wsfleet, the Node ``ws`` peer, the Socket.IO peer; the order
+alternates between rounds), K fresh server processes of that target, runs the
+scenario against them, and stops them. Every target gets the same workload, the
+same client and the same number of server processes. Results go to a JSON file,
+latency plots to PNG files, and a section with the figures and the ratios
+wsfleet / peer is appended to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-def add_suite_arguments(parser: Any) -> None:
-    pass
-def main(args: Any) -> int:
-    return 0
+
+import wsfleet
+from wsfleet.bench import procstat
+from wsfleet.bench.report import ProgressView, plot_latency
+from wsfleet.bench.runner import BenchError, BenchOptions, run_async, run_scenario
+from wsfleet.bench.stats import LatencyHistogram
+
+__all__ = ["add_suite_arguments", "main"]
+
+REPO_ROOT = Path(wsfleet.__file__).resolve().parents[3]
+TARGETS = ("wsfleet", "ws", "socketio")
+PEER_SCRIPTS = {"ws": "ws-peer.js", "socketio": "socketio-peer.js"}
+DIALECT = {"wsfleet": "wsfleet", "ws": "wsfleet", "socketio": "socketio"}
+NAMES = {"wsfleet": "wsfleet", "ws": "Node ws", "socketio": "Socket.IO"}
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="comma-separated, from wsfleet, ws, socketio (default: all three)",
+    )
+    parser.add_argument("--scenarios", default="connect,fanout,idle")
+    parser.add_argument("--servers", type=int, default=2, help="server processes (default 2)")
+    parser.add_argument(
+        "--idle-servers", type=int, default=6, help="server processes for idle (default 6)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of connect and fanout")
+    parser.add_argument("--idle-rounds", type=int, default=1)
+    parser.add_argument("--connect", type=int, default=20_000, help="connections to ramp to")
+    parser.add_argument("--idle", type=int, default=100_000, help="idle connections to hold")
+    parser.add_argument("--idle-hold", type=float, default=10.0)
+    parser.add_argument("--fanout-rooms", type=int, default=100)
+    parser.add_argument("--fanout-clients", type=int, default=20, help="members per room")
+    parser.add_argument("--fanout-publishers", type=int, default=10)
+    parser.add_argument("--fanout-rate", type=float, default=1000.0, help="messages/s in all")
+    parser.add_argument("--fanout-duration", type=float, default=20.0)
+    parser.add_argument("--fanout-payload", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=0, help="client processes (0: auto)")
+    parser.add_argument("--peers-dir", default=str(REPO_ROOT / "bench-peers"))
+    parser.add_argument("--out", default="bench-out", help="folder for JSON and PNG files")
+    parser.add_argument("--report", help="append the figures to this Markdown file")
+    parser.add_argument(
+        "--record-command", help="the command line to record (default: this one)"
+    )
+    parser.add_argument(
+        "--progress", choices=("auto", "bar", "lines", "off"), default="auto"
+    )
+
+
+# Processes
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the bench process dies (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_status(port: int, path: str = "/health") -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:  # noqa: S310
+            status: int = answer.status
+            return status
+    except OSError as error:
+        return getattr(error, "code", 0) or 0
+
+
+@dataclass
+class Managed:
+    """A child process with its log file."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **self.env},
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Redis:
+    def __init__(self, log_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("redis-server is not on PATH")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.child = Managed(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(log_dir),
+            ],
+            log_dir / "redis.log",
+        )
+
+    def command(self, *args: str) -> str:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall((" ".join(args) + "\r\n").encode())
+            return sock.recv(4096).split(b"\r\n")[0].decode()
+
+    def start(self) -> None:
+        self.child.start()
+
+        def answers() -> bool:
+            try:
+                return self.command("PING") == "+PONG"
+            except OSError:
+                return False
+
+        wait_for(answers, "redis-server")
+
+
+def server_children(target: str, count: int, redis: Redis, peers: Path, logs: Path) -> list[Managed]:
+    children = []
+    for _ in range(count):
+        port = free_port()
+        if target == "wsfleet":
+            argv = [
+                sys.executable,
+                "-m",
+                "wsfleet",
+                "serve",
+                "--port",
+                str(port),
+                "--redis-url",
+                redis.url,
+                "--instance-id",
+                f"bench-{port}",
+                # One log line per connection would be a benchmark of logging.
+                "--log-level",
+                "warning",
+                # Publishers send far more than the 50 frames/s a browser may.
+                "--rate-limit",
+                "1000000",
+                "--rate-burst",
+                "1000000",
+                "--drain-timeout",
+                "5",
+                "--drain-spread",
+                "0",
+            ]
+            env: dict[str, str] = {}
+        else:
+            argv = ["node", str(peers / PEER_SCRIPTS[target])]
+            env = {
+                "PORT": str(port),
+                "REDIS_URL": redis.url,
+                "INSTANCE_ID": f"bench-{port}",
+                "EXIT_WITH_PARENT": "1",
+            }
+        child = Managed(f"{target}:{port}", argv, logs / f"{target}-{port}.log", env)
+        child.port = port  # type: ignore[attr-defined]
+        children.append(child)
+    return children
+
+
+@contextlib.contextmanager
+def running(children: list[Managed]) -> Iterator[list[Managed]]:
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            port = child.port  # type: ignore[attr-defined]
+
+            def healthy(child: Managed = child, port: int = port) -> bool:
+                if not child.alive():
+                    raise BenchError(f"{child.name} exited; see {child.log}")
+                return http_status(port) == 200
+
+            wait_for(healthy, f"{child.name} /health")
+        yield children
+    finally:
+        for child in children:
+            child.stop()
+
+
+# The run
+
+
+@dataclass
+class Plan:
+    scenario: str
+    round: int
+    target: str
+
+
+def make_plan(args: argparse.Namespace, targets: list[str]) -> list[Plan]:
+    plan = []
+    for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
+        rounds = args.idle_rounds if scenario == "idle" else args.rounds
+        for number in range(rounds):
+            order = targets if number % 2 == 0 else list(reversed(targets))
+            plan.extend(Plan(scenario, number, target) for target in order)
+    return plan
+
+
+def options_for(args: argparse.Namespace, step: Plan, urls: list[str], redis: Redis) -> BenchOptions:
+    options = BenchOptions(
+        scenario=step.scenario,
+        urls=urls,
+        dialect=DIALECT[step.target],
+        label=step.target,
+        processes=args.processes,
+        redis_url=redis.url,
+        redis_pid=redis.child.pid,
+        phase_timeout=300,
+    )
+    if step.scenario == "connect":
+        options.connections = args.connect
+    elif step.scenario == "idle":
+        options.connections = args.idle
+        options.hold = args.idle_hold
+        options.check = True
+    else:
+        options.rooms = args.fanout_rooms
+        options.clients_per_room = args.fanout_clients
+        options.publishers = args.fanout_publishers
+        options.rate = args.fanout_rate
+        options.duration = args.fanout_duration
+        options.payload = args.fanout_payload
+    return options
+
+
+def main(args: argparse.Namespace) -> int:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        print(f"wsfleet bench suite: unknown target(s) {unknown}", file=sys.stderr)
+        return 2
+    peers = Path(args.peers_dir)
+    skipped: dict[str, str] = {}
+    for target in [t for t in targets if t != "wsfleet"]:
+        if shutil.which("node") is None:
+            skipped[target] = "node is not installed"
+        elif not (peers / "node_modules").is_dir():
+            skipped[target] = f"{peers}/node_modules is missing (npm ci there)"
+    targets = [t for t in targets if t not in skipped]
+    for target, reason in skipped.items():
+        print(f"wsfleet bench suite: skipping {target}: {reason}", file=sys.stderr)
+
+    out = Path(args.out)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = args.record_command or shlex.join(["wsfleet", *sys.argv[1:]])
+    document: dict[str, Any] = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": procstat.machine_description(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("func",)},
+        "skipped": skipped,
+        "runs": [],
+    }
+    redis = Redis(logs)
+    redis.start()
+    began = time.monotonic()
+    try:
+        for step in make_plan(args, targets):
+            servers = args.idle_servers if step.scenario == "idle" else args.servers
+            children = server_children(step.target, servers, redis, peers, logs)
+            print(
+                f"[bench] {step.scenario} round {step.round + 1}: {NAMES[step.target]} "
+                f"({servers} server processes)",
+                file=sys.stderr,
+                flush=True,
+            )
+            with running(children):
+                path = "/ws" if DIALECT[step.target] == "wsfleet" else ""
+                urls = [f"ws://127.0.0.1:{c.port}{path}" for c in children]  # type: ignore[attr-defined]
+                options = options_for(args, step, urls, redis)
+                options.server_pids = [c.pid for c in children]
+                title = f"{step.scenario} {step.target} r{step.round + 1}"
+                with ProgressView(title, args.progress) as view:
+                    result = run_async(run_scenario(options, view))
+            result["round"] = step.round
+            result["target"] = step.target
+            result["server_processes"] = servers
+            document["runs"].append(result)
+            print(f"[bench]   {headline(result)}", file=sys.stderr, flush=True)
+            redis.command("FLUSHALL")
+            time.sleep(2)  # let closed sockets leave the kernel's tables
+    except (BenchError, KeyboardInterrupt) as error:
+        print(f"wsfleet bench suite: stopped: {error!r}", file=sys.stderr)
+        document["error"] = repr(error)
+    finally:
+        redis.child.stop()
+    document["seconds"] = round(time.monotonic() - began, 1)
+    document["summary"] = summarize_runs(document["runs"], targets)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = out / f"bench-{stamp}.json"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    plots = write_plots(document["runs"], targets, out, stamp)
+    print(f"[bench] results: {json_path}", file=sys.stderr)
+    text = markdown(document, targets, json_path, plots)
+    print(text)
+    if args.report:
+        with open(args.report, "a", encoding="utf-8") as report:
+            report.write("\n" + text)
+        print(f"[bench] appended to {args.report}", file=sys.stderr)
+    return 1 if "error" in document else 0
+
+
+def headline(result: dict[str, Any]) -> str:
+    if result["scenario"] == "fanout":
+        latency = result["latency"]
+        return (
+            f"{result['delivered_per_second']}/s delivered, p99 {latency['p99_ms']} ms, "
+            f"lost {result['lost']}, duplicated {result['duplicated']}, "
+            f"server CPU {result['server_cpu_cores']} cores"
+        )
+    text = (
+        f"{result['connections']['opened']} open, {result['connects_per_second']}/s, "
+        f"{result['memory_per_connection_bytes']} B/connection"
+    )
+    if "held" in result:
+        text += f", {result['held']['answered']} answered after the hold"
+    return text
+
+
+# Figures: (key, label, how to read it from a result, better when "high"/"low")
+
+FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] = {
+    "connect": [
+        ("opened", "connections opened", lambda r: r["connections"]["opened"], "high"),
+        ("failed", "failed", lambda r: r["connections"]["failed"], "low"),
+        ("cps", "connects per second", lambda r: r["connects_per_second"], "high"),
+        ("hs50", "handshake p50 (ms)", lambda r: r["handshake_latency"]["p50_ms"], "low"),
+        ("hs99", "handshake p99 (ms)", lambda r: r["handshake_latency"]["p99_ms"], "low"),
+        ("mem", "server memory per connection (B)", lambda r: r["memory_per_connection_bytes"], "low"),
+    ],
+    "fanout": [
+        ("dps", "delivered messages per second", lambda r: r["delivered_per_second"], "high"),
+        ("p50", "latency p50 (ms)", lambda r: r["latency"]["p50_ms"], "low"),
+        ("p90", "latency p90 (ms)", lambda r: r["latency"]["p90_ms"], "low"),
+        ("p99", "latency p99 (ms)", lambda r: r["latency"]["p99_ms"], "low"),
+        ("p999", "latency p99.9 (ms)", lambda r: r["latency"]["p99.9_ms"], "low"),
+        ("lost", "lost", lambda r: r["lost"], "low"),
+        ("dup", "duplicated", lambda r: r["duplicated"], "low"),
+        ("cpu", "server CPU (cores)", lambda r: r["server_cpu_cores"], "low"),
+        ("eff", "deliveries per server CPU second", lambda r: r["deliveries_per_server_cpu_second"], "high"),
+        ("redis", "Redis CPU (cores)", lambda r: r["redis_cpu_cores"], "low"),
+    ],
+    "idle": [
+        ("opened", "connections opened", lambda r: r["connections"]["opened"], "high"),
+        ("answered", "open and answering a ping after the hold", lambda r: r.get("held", {}).get("answered"), "high"),
+        ("mem", "server memory per connection (B)", lambda r: r["memory_per_connection_bytes"], "low"),
+        ("rss", "server RSS, all processes (MiB)", lambda r: r["server_rss_after_mib"], "low"),
+        ("cps", "connects per second", lambda r: r["connects_per_second"], "high"),
+    ],
+}
+
+
+def _median(values: list[Any]) -> Any:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    if not numbers:
+        return None
+    return statistics.median(numbers)
+
+
+def summarize_runs(runs: list[dict[str, Any]], targets: list[str]) -> dict[str, Any]:
+    """Per scenario and target: the median of each figure over the rounds."""
+    summary: dict[str, Any] = {}
+    for scenario, figures in FIGURES.items():
+        for target in targets:
+            mine = [r for r in runs if r["scenario"] == scenario and r["target"] == target]
+            if not mine:
+                continue
+            values = {}
+            for key, _, read, _ in figures:
+                rounds = []
+                for run in mine:
+                    try:
+                        rounds.append(read(run))
+                    except (KeyError, TypeError):
+                        rounds.append(None)
+                values[key] = {"median": _median(rounds), "rounds": rounds}
+            summary.setdefault(scenario, {})[target] = values
+    return summary
+
+
+def write_plots(runs: list[dict[str, Any]], targets: list[str], out: Path, stamp: str) -> dict[str, Path]:
+    plots: dict[str, Path] = {}
+    for scenario, which, title in (
+        ("fanout", "latency", "fanout end-to-end latency"),
+        ("connect", "handshake", "handshake latency"),
+    ):
+        series = []
+        for target in targets:
+            merged = LatencyHistogram()
+            for run in runs:
+                if run["scenario"] == scenario and run["target"] == target:
+                    merged.merge(LatencyHistogram.from_json(run["histograms"][which]))
+            if merged.values:
+                series.append((NAMES[target], merged))
+        if series:
+            path = out / f"bench-{stamp}-{scenario}.png"
+            try:
+                plot_latency(series, path, title)
+            except RuntimeError as error:
+                print(f"[bench] no plot: {error}", file=sys.stderr)
+                continue
+            plots[scenario] = path
+    return plots
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{int(value):,}"
+
+
+def _ratio(mine: Any, theirs: Any) -> str:
+    if not isinstance(mine, int | float) or not isinstance(theirs, int | float):
+        return "-"
+    if theirs == 0:
+        return "=" if mine == 0 else "-"
+    return f"{mine / theirs:.2f}"
+
+
+def markdown(document: dict[str, Any], targets: list[str], json_path: Path, plots: dict[str, Path]) -> str:
+    machine = document["machine"]
+    settings = document["settings"]
+    lines = [
+        f"## Run of {document['started']}",
+        "",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"{(machine['memory_bytes'] or 0) / 2**30:.0f} GiB, {machine['os']}, kernel "
+        f"{machine['kernel']}; RLIMIT_NOFILE {machine['nofile']}; load average at start "
+        f"{' '.join(machine['loadavg'] or [])}",
+        f"- Software: Python {machine['python']} (websockets {machine['websockets']}), "
+        f"Node {machine['node']}, {machine['redis']}",
+        f"- Command: `{document['command']}` ({document['seconds']:.0f} s)",
+        f"- Raw results: `{json_path}`"
+        + "".join(f"; {name} plot: `{path}`" for name, path in plots.items()),
+    ]
+    if document.get("skipped"):
+        for target, reason in document["skipped"].items():
+            lines.append(f"- Not measured: {NAMES[target]} ({reason})")
+    if document.get("error"):
+        lines.append(f"- **Stopped early**: {document['error']}")
+    peers = [t for t in targets if t != "wsfleet"]
+    sizes = {
+        "connect": f"{settings['connect']:,} connections, {settings['servers']} server processes, "
+        f"{settings['rounds']} rounds",
+        "fanout": f"{settings['fanout_rooms']} rooms x {settings['fanout_clients']} members "
+        f"({settings['fanout_rooms'] * settings['fanout_clients']:,} connections), "
+        f"{settings['fanout_publishers']} publishers, {settings['fanout_rate']:,.0f} messages/s "
+        f"for {settings['fanout_duration']:.0f} s, {settings['fanout_payload']} B content, "
+        f"{settings['servers']} server processes, {settings['rounds']} rounds",
+        "idle": f"{settings['idle']:,} connections held {settings['idle_hold']:.0f} s, "
+        f"{settings['idle_servers']} server processes, {settings['idle_rounds']} round(s)",
+    }
+    for scenario, figures in FIGURES.items():
+        table = document["summary"].get(scenario)
+        if not table or "wsfleet" not in table and not table:
+            continue
+        lines += ["", f"### {scenario}: {sizes[scenario]}", ""]
+        header = ["figure", *[NAMES[t] for t in targets if t in table]]
+        header += [f"wsfleet / {NAMES[p]}" for p in peers if p in table and "wsfleet" in table]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for key, label, _, _ in figures:
+            row = [label]
+            for target in targets:
+                if target in table:
+                    cell = table[target][key]
+                    shown = _show(cell["median"])
+                    if len(cell["rounds"]) > 1:
+                        shown += " (" + " / ".join(_show(v) for v in cell["rounds"]) + ")"
+                    row.append(shown)
+            for peer in peers:
+                if peer in table and "wsfleet" in table:
+                    row.append(_ratio(table["wsfleet"][key]["median"], table[peer][key]["median"]))
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", *targets_verdict(document["summary"]), ""]
+    return "\n".join(lines)
+
+
+def targets_verdict(summary: dict[str, Any]) -> list[str]:
+    """The issue's three targets, met or missed, from this run's figures."""
+    lines = ["Targets in this run:"]
+    fanout = summary.get("fanout", {})
+    if "wsfleet" in fanout and "ws" in fanout:
+        mine, theirs = fanout["wsfleet"], fanout["ws"]
+        dps = _ratio(mine["dps"]["median"], theirs["dps"]["median"])
+        eff = _ratio(mine["eff"]["median"], theirs["eff"]["median"])
+        p99 = _ratio(mine["p99"]["median"], theirs["p99"]["median"])
+        lines.append(
+            f"- fanout vs Node ws: delivered/s ratio {dps}, deliveries per server CPU second "
+            f"ratio {eff} (>= 1 is met), p99 ratio {p99} (<= 1 is met)"
+        )
+    idle = summary.get("idle", {}).get("wsfleet")
+    if idle is not None:
+        memory = idle["mem"]["median"]
+        if isinstance(memory, int | float):
+            verdict = "met" if memory <= 10 * 1024 else f"missed by {memory - 10 * 1024:,.0f} B"
+            lines.append(f"- idle memory: {memory:,.0f} B per connection vs 10,240 B: {verdict}")
+        answered = idle["answered"]["median"]
+        if isinstance(answered, int | float):
+            verdict = "met" if answered >= 100_000 else f"missed ({answered:,.0f})"
+            lines.append(f"- 100,000 concurrent connections: {answered:,.0f} held and answering: {verdict}")
+    return lines
