@@ -32,5 +32,17 @@ else
 fi
 
 [ "${1:-}" = host ] && exit 0
+
+# The cluster scenario's outside checks: Debian's chromium for the demo page
+# (driven by playwright-core, which never downloads a browser) and sslscan.
+apt_install chromium sslscan
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+browser_stamp=$(recipe_hash tests/browser/package-lock.json)
+if [ "$(cat tests/browser/node_modules/.wsfleet-stamp 2>/dev/null)" != "$browser_stamp" ]; then
+  log "installing playwright-core for the browser test"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$browser_stamp" > tests/browser/node_modules/.wsfleet-stamp
+fi
+
 "$WSFLEET_ROOT/scripts/docker/engine.sh" start
 "$WSFLEET_ROOT/scripts/images/build.sh"
