@@ -1,0 +1,32 @@
+"""Through the load balancer: cross-server delivery and affinity (playbooks/smoke.yml)."""
+
+import json
+
+from playbook_run import run_playbook
+
+
+def test_smoke_playbook_proves_cross_server_delivery_and_cookie_affinity():
+    result = run_playbook("../../playbooks/smoke.yml")
+    assert result.returncode == 0, result.output
+    report_line = next(line for line in result.output.splitlines() if '"url"' in line and "{" in line)
+    assert "cross_server" in report_line, result.output
+    assert "cookie" in report_line, result.output
+
+
+def test_smoke_check_fails_when_affinity_does_not_hold():
+    """The smoke check can fail: ip_hash expectations against a cookie-balanced LB spread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "playbooks/files/smoke_check.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--url", "ws://127.0.0.1:18080/ws", "--affinity", "ip_hash", "--repeat", "12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert completed.returncode == 1, report
+    assert "ip_hash affinity" in report["failure"]
