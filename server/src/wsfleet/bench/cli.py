@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import re
@@ -240,5 +239,3 @@ async def _run(options: Any, view: Any) -> dict[str, Any]:
 
     result: dict[str, Any] = await run_scenario(options, view)
     return result
-
-

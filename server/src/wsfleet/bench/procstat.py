@@ -98,7 +98,7 @@ def machine_description() -> dict[str, Any]:
     load = None
     with contextlib.suppress(OSError):
         load = Path("/proc/loadavg").read_text().split()[:3]
-    import websockets
+    from importlib.metadata import version
 
     return {
         "hostname": socket.gethostname(),
@@ -108,7 +108,7 @@ def machine_description() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": platform.python_version(),
-        "websockets": websockets.__version__,
+        "websockets": version("websockets"),
         "node": _first_line(["node", "--version"]),
         "redis": _first_line(["redis-server", "--version"]),
         "loadavg": load,

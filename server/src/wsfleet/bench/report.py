@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from wsfleet.bench.stats import LatencyHistogram
 
-__all__ = ["ProgressView", "plot_latency", "summary_rows", "render_table"]
+__all__ = ["ProgressView", "plot_latency", "render_table", "summary_rows"]
 
 
 class ProgressView:
@@ -89,7 +89,13 @@ def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        text = f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+        text = (
+            f"{value:,.3f}"
+            if abs(value) < 10
+            else f"{value:,.1f}"
+            if abs(value) < 1000
+            else f"{value:,.0f}"
+        )
     elif isinstance(value, int):
         text = f"{value:,}"
     else:
@@ -108,7 +114,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("failed", _fmt(connections["failed"])),
         ]
         if connections["failures"]:
-            rows.append(("failure reasons", ", ".join(f"{k}: {v}" for k, v in connections["failures"].items())))
+            rows.append(
+                (
+                    "failure reasons",
+                    ", ".join(f"{k}: {v}" for k, v in connections["failures"].items()),
+                )
+            )
         rows += [
             ("closed by server", _fmt(connections["closed_by_server"])),
             ("ramp", _fmt(result["ramp_seconds"], "s")),
@@ -192,9 +203,7 @@ def plot_latency(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise RuntimeError(
-            "the plot needs matplotlib: pip install 'wsfleet[bench]'"
-        ) from error
+        raise RuntimeError("the plot needs matplotlib: pip install 'wsfleet[bench]'") from error
     figure, (density, cumulative) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, histogram in series:
         buckets = list(histogram.buckets())
@@ -205,7 +214,7 @@ def plot_latency(
         share = [100.0 * count / histogram.values for count in counts]
         density.stairs(share, xs, label=label)
         running, edges, tail = 0, [], []
-        for (_, high, count) in buckets:
+        for _, high, count in buckets:
             running += count
             if running < histogram.values:  # the slowest bucket leaves nothing slower
                 edges.append(high * 1000)

@@ -56,6 +56,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coroutine)
 
+
 MAX_PER_WORKER = 18_000
 # Loopback's ephemeral range is 32768-60999; stay well inside it per (source, target).
 PORTS_PER_SOURCE = 25_000
@@ -592,7 +593,8 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         unique_by_room.update(result["unique_by_room"])
         close_codes.update(result["close_codes"])
     lost = sum(
-        max(0, acked_by_room[room] * n - unique_by_room[room]) for room, n in members_by_room.items()
+        max(0, acked_by_room[room] * n - unique_by_room[room])
+        for room, n in members_by_room.items()
     )
     delivered = sum(r["received"] for r in results)
     duplicated = sum(r["duplicates"] for r in results)
@@ -642,7 +644,9 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             round(delivered / server_cpu_total) if server_cpu_total > 0 else None
         ),
         "redis_cpu_seconds": None if redis_cpu is None else round(redis_cpu, 3),
-        "redis_cpu_cores": None if redis_cpu is None or window <= 0 else round(redis_cpu / window, 3),
+        "redis_cpu_cores": None
+        if redis_cpu is None or window <= 0
+        else round(redis_cpu / window, 3),
         "servers": [
             {
                 "pid": pid,

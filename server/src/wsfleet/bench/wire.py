@@ -206,8 +206,9 @@ class WireConnection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.write(self.request)
+        # uvloop's transports are no subclass of asyncio.Transport, so no isinstance().
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
         self.request = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -423,7 +424,7 @@ async def open_connection(
             await loop.sock_connect(sock, (endpoint.host, endpoint.port))
             connection = WireConnection(dialect, handshake_request(endpoint), ready)
             connection.handler = handler
-            await loop.create_connection(lambda: connection, sock=sock)  # type: ignore[return-value,arg-type]
+            await loop.create_connection(lambda: connection, sock=sock)
             await ready
     except BaseException:
         if connection is not None and connection.transport is not None:

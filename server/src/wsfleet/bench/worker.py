@@ -242,7 +242,7 @@ class Worker:
         emit({"ev": "ready", "members_by_room": self.members_by_room(), **self.counters()})
 
     async def _connect_fanout(self) -> None:
-        members: list[tuple[int, str]] = [tuple(item) for item in self.task["subscribers"]]  # type: ignore[misc]
+        members: list[tuple[int, str]] = [(i, room) for i, room in self.task["subscribers"]]
         opened = await self._open_many([i for i, _ in members], self.on_subscriber_event)
         joins = []
         for connection, (_, room) in zip(opened, members, strict=True):
@@ -296,7 +296,7 @@ class Worker:
             if number % 500 == 499:
                 await asyncio.sleep(0)
         deadline = time.monotonic() + timeout
-        while self.pongs < len(alive) and time.monotonic() < deadline:
+        while self.pongs < len(alive) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         self.phase = "checked"
         emit({"ev": "checked", "alive": len(alive), "answered": self.pongs, **self.counters()})
@@ -332,7 +332,9 @@ class Worker:
             await asyncio.sleep(0.002)
         # Wait for the acks (or errors) of what was sent.
         deadline = loop.time() + settle
-        while self.acked_total + sum(self.errors.values()) < self.sent and loop.time() < deadline:
+        while self.acked_total + sum(self.errors.values()) < self.sent:
+            if loop.time() > deadline:
+                break
             await asyncio.sleep(0.02)
         self.phase = "published"
         emit(
