@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -119,7 +119,12 @@ class RedisBroker:
         }
         if password is not None:
             pool_options["password"] = password
-        self._pool: ConnectionPool = ConnectionPool.from_url(redis_url, **pool_options)
+        # A burst of joins or publishes (every client of an instance rejoining at once)
+        # waits for a free connection: the plain pool refuses past 100 connections
+        # (MaxConnectionsError), which clients saw as `unavailable` joins.
+        self._pool: ConnectionPool = BlockingConnectionPool.from_url(
+            redis_url, max_connections=100, timeout=5.0, **pool_options
+        )
         self._redis = Redis(connection_pool=self._pool)
         self._publish_script = self._redis.register_script(_load_script("publish.lua"))
         self._join_script = self._redis.register_script(_load_script("join.lua"))
