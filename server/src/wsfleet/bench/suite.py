@@ -421,6 +421,7 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] 
         ),
     ],
     "fanout": [
+        ("members", "members joined", lambda r: r["connections"]["members"], "high"),
         ("dps", "delivered messages per second", lambda r: r["delivered_per_second"], "high"),
         ("p50", "latency p50 (ms)", lambda r: r["latency"]["p50_ms"], "low"),
         ("p90", "latency p90 (ms)", lambda r: r["latency"]["p90_ms"], "low"),
