@@ -6,7 +6,7 @@
 # half-built wheelhouse is never taken for a complete one.
 set -euo pipefail
 source_dir=$(cd "$1" && pwd) target=$2 python_version=$3 arch=$4 extras=$5
-tag=${python_version/./}
+tag=$(echo "$python_version" | cut -d. -f1,2 | tr -d .)   # 3.11.2 -> 311
 work=$target.partial
 rm -rf "$work"
 mkdir -p "$work"
@@ -21,9 +21,19 @@ requirement=$wheel
 platforms=()
 for glibc in 2_17 2_24 2_28 2_31 2_34 2_35 2_36; do platforms+=(--platform "manylinux_${glibc}_$arch"); done
 platforms+=(--platform "manylinux2014_$arch")
-"$python3" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-  --python-version "$python_version" --implementation cp --abi "cp$tag" --abi abi3 --abi none \
-  "${platforms[@]}" --dest "$work" "$requirement"
+download() {
+  "$python3" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --python-version "$python_version" --implementation cp --abi "cp$tag" --abi abi3 --abi none \
+    "${platforms[@]}" --dest "$work" "$@"
+}
+download "$requirement"
+# pip evaluated the dependencies' markers for the controller's Python; add what
+# the target's Python needs on top (a few rounds at most: each adds a layer).
+for _ in 1 2 3 4 5; do
+  mapfile -t missing < <("$python3" "$(dirname "$0")/complete_wheelhouse.py" "$work" "$python_version" "$arch" "$extras")
+  [ ${#missing[@]} -eq 0 ] && break
+  download "${missing[@]}"
+done
 
 touch "$work/.complete"
 rm -rf "$target"
