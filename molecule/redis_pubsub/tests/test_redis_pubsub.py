@@ -111,7 +111,22 @@ def test_wsfleet_user_runs_the_servers_lua_scripts(host, port):
     keys = [f"wsfleet:{{{room}}}:history", f"wsfleet:{{{room}}}:epoch"]
     for name in ("publish.lua", "join.lua"):
         host.check_output(f"cat > /tmp/{name} <<'LUA'\n{(LUA_DIR / name).read_text()}\nLUA")
-    offset = reply(host, port, "--eval", "/tmp/publish.lua", *keys, ",", f"wsfleet:{{{room}}}", room, '"alice"', '"hi"', "10", "60000", "epoch-1", user=WSFLEET)
+    offset = reply(
+        host,
+        port,
+        "--eval",
+        "/tmp/publish.lua",
+        *keys,
+        ",",
+        f"wsfleet:{{{room}}}",
+        room,
+        '"alice"',
+        '"hi"',
+        "10",
+        "60000",
+        "epoch-1",
+        user=WSFLEET,
+    )
     assert offset.count("-") == 1, offset
     joined = reply(host, port, "--eval", "/tmp/join.lua", *keys, ",", "60000", "epoch-2", "", "", "10", user=WSFLEET).split("\n")
     assert joined[:3] == ["epoch-1", offset, "0"]
@@ -143,7 +158,9 @@ def test_persistence_is_off_and_memory_bounded(host, port):
 @pytest.mark.parametrize("port", PORTS)
 def test_the_open_file_limit_reached_the_process(host, port):
     pid = host.check_output(f"systemctl show -p MainPID --value {unit(port)}")
-    line = next(line for line in host.file(f"/proc/{pid}/limits").content_string.splitlines() if line.startswith("Max open files"))
+    line = next(
+        line for line in host.file(f"/proc/{pid}/limits").content_string.splitlines() if line.startswith("Max open files")
+    )
     assert line.split()[3:5] == [str(NOFILE), str(NOFILE)]
 
 

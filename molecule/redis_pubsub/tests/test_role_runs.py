@@ -119,5 +119,7 @@ def test_wrong_input_fails_with_the_argument_spec_message(extra_vars, expected):
 def test_a_flavor_not_packaged_for_the_release_fails_naming_the_variable():
     result = run_playbook("role_only.yml", "--limit", "redis-pubsub-debian12", "-e", "redis_pubsub_flavor=valkey")
     assert result.returncode != 0
-    assert "redis_pubsub_flavor=valkey: installing valkey-server, valkey-tools failed on Debian 12" in result.output, result.output
+    assert "redis_pubsub_flavor=valkey: installing valkey-server, valkey-tools failed on Debian 12" in result.output, (
+        result.output
+    )
     assert "use redis_pubsub_flavor=redis" in result.output
