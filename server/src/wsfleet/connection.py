@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import secrets
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,9 @@ class ConnectionPolicy:
 
 _OPEN = State.OPEN
 
+# Payload of the server's keepalive pings (see wsfleet.keepalive), one per process.
+KEEPALIVE_PAYLOAD = struct.pack("!I", random.getrandbits(32))
+
 
 class FleetConnection(ServerConnection):
     """A WebSocket connection with wsfleet's state; see the module docstring."""
@@ -75,6 +80,7 @@ class FleetConnection(ServerConnection):
     identity: Identity | None = None
     _flushed: asyncio.Future[None] | None = None
     _head: bytes | None = None  # partial HTTP request while a body is being read
+    ping_sent_at: float = 0.0  # loop time of the unanswered keepalive ping, 0.0 if none
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,6 +186,47 @@ class FleetConnection(ServerConnection):
         task = self.loop.create_task(self.close_with(code, reason))
         _background_tasks.add(task)
         task.add_done_callback(_background_tasks.discard)
+
+    # Keepalive (driven by wsfleet.keepalive.Keepalive, one task per server)
+
+    def keepalive_ping(self, now: float) -> bool:
+        """Write a keepalive ping unless one is unanswered; True if one was sent."""
+        if self.protocol.state is not _OPEN or self.ping_sent_at:
+            return False
+        try:
+            self.protocol.send_ping(KEEPALIVE_PAYLOAD)
+            self.send_data()
+        except Exception:  # a broken transport reports itself via connection_lost
+            return False
+        self.ping_sent_at = now
+        return True
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        if data == KEEPALIVE_PAYLOAD and self.ping_sent_at:
+            self.latency = self.loop.time() - self.ping_sent_at
+            self.ping_sent_at = 0.0
+            return
+        super().acknowledge_pings(data)
+
+    def keepalive_expired(self, sent_at: float) -> None:
+        """The ping sent at ``sent_at`` had its time: close if it is still unanswered.
+
+        Like websockets' own keepalive: fail the connection with 1011, and abort
+        the TCP connection if the peer has not closed it within the close timeout.
+        """
+        if self.ping_sent_at != sent_at or self.protocol.state is not _OPEN:
+            return
+        self.closing = True
+        try:
+            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.send_data()
+        except Exception:  # noqa: S110 - aborted below anyway
+            pass
+        self.loop.call_later(self.policy.close_timeout, self._abort_unless_closed)
+
+    def _abort_unless_closed(self) -> None:
+        if not self.connection_lost_waiter.done():
+            self.transport.abort()
 
     # HTTP request bodies (for POST /api/publish)
 

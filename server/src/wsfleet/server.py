@@ -14,6 +14,7 @@ from wsfleet.context import ServerContext
 from wsfleet.drain import Drainer
 from wsfleet.http import make_request_handler
 from wsfleet.hub import Hub
+from wsfleet.keepalive import Keepalive
 from wsfleet.logs import log_event
 from wsfleet.metrics import Metrics
 from wsfleet.protocol import Limits
@@ -96,8 +97,9 @@ async def run_server(settings: Settings) -> int:
         max_size=settings.max_frame_size,
         max_queue=MAX_QUEUE,
         write_limit=WRITE_LIMIT,
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
+        # Pings come from one Keepalive task for the whole server, not one per connection.
+        ping_interval=None,
+        ping_timeout=None,
         close_timeout=CLOSE_TIMEOUT,
         create_connection=connection_class(policy),
         server_header=None,
@@ -111,7 +113,12 @@ async def run_server(settings: Settings) -> int:
         instance=settings.instance_id,
         settings=settings.redacted(),
     )
+    keepalive = Keepalive(
+        lambda: server.all_connections, settings.ping_interval, settings.ping_timeout
+    )
+    keepalive.start()
     drainer = Drainer(context, server)
     drainer.install_signal_handlers()
     await drainer.finished.wait()
+    await keepalive.stop()
     return 0
