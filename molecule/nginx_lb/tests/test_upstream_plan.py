@@ -103,3 +103,10 @@ def test_a_drained_backend_that_left_the_inventory_is_forgotten():
     result = plan([ws_host("ws-1", private="10.0.0.11")], drained=["10.0.0.99:8000"])
     assert result["drained"] == []
     assert result["notes"] == ["10.0.0.99:8000: was drained but is no longer a backend, forgotten"]
+
+
+def test_an_unset_instance_count_is_the_hosts_cpu_count_like_the_ws_server_role():
+    result = plan(
+        [ws_host("ws-1", private="10.0.0.11") | {"vcpus": 3}, ws_host("ws-2", private="10.0.0.12", instances=1) | {"vcpus": 8}]
+    )
+    assert keys(result) == ["10.0.0.11:8000", "10.0.0.11:8001", "10.0.0.11:8002", "10.0.0.12:8000"]

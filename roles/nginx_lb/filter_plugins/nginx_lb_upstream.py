@@ -3,8 +3,10 @@
 The rules live here rather than in Jinja because they decide where traffic goes
 and deserve unit tests (molecule/nginx_lb/tests/test_upstream_plan.py):
 - every host of the WebSocket group contributes one backend per server instance:
-  ws_server_ports (explicit list) or ws_server_port_base .. + ws_server_instances - 1,
-  on wsfleet_private_address or else the address of its default IPv4 route;
+  ws_server_ports (explicit list, which the ws_server role also publishes) or
+  ws_server_port_base .. + ws_server_instances - 1, where an unset instance count
+  is the host's CPU count as in the ws_server role; on wsfleet_private_address or
+  else the address of its default IPv4 route;
 - an explicit nginx_lb_upstream_servers list replaces that discovery;
 - a backend is down when nginx_lb_down_servers names it (inventory, permanent) or
   when a drain marked it (runtime state kept on the load balancer);
@@ -95,6 +97,8 @@ def _host_ports(host: dict[str, Any], defaults: dict[str, Any]) -> list[int]:
     base = host.get("port_base")
     base = _as_int(defaults["port_base"] if base in (None, "") else base, f"ws_server_port_base of {name}")
     count = host.get("instances")
+    if count in (None, ""):
+        count = host.get("vcpus")  # the ws_server role's own default: one instance per CPU
     count = _as_int(defaults["instances"] if count in (None, "") else count, f"ws_server_instances of {name}", 1, 1024)
     if base + count - 1 > 65535:
         raise AnsibleFilterError(
@@ -144,7 +148,7 @@ def nginx_lb_upstream_plan(
     """Return {servers, drained, notes}.
 
     ws_hosts: one dict per host of the WebSocket group: name, private_address,
-      fact_address, ports, port_base, instances (None where the host has none).
+      fact_address, ports, port_base, instances, vcpus (None where the host has none).
     explicit, backups: nginx_lb_upstream_servers and nginx_lb_backup_servers.
     defaults: port_base, instances, max_fails, fail_timeout.
     static_down: nginx_lb_down_servers (selectors).

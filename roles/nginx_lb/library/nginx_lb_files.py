@@ -99,7 +99,9 @@ def main() -> None:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(content)
             module.atomic_move(temporary, path)
-        attributes = module.load_file_common_arguments({"path": path, **{k: module.params[k] for k in ("mode", "owner", "group")}})
+        attributes = module.load_file_common_arguments(
+            {"path": path, **{k: module.params[k] for k in ("mode", "owner", "group")}}
+        )
         attributes_changed = before is not None and module.set_fs_attributes_if_different(attributes, False)
         if content_changed and not module.check_mode:
             module.set_fs_attributes_if_different(attributes, False)
