@@ -1,8 +1,21 @@
-"""The inbound token bucket (unit test)."""
+"""The inbound token bucket, and FleetConnection's slim state (unit tests)."""
 
 from __future__ import annotations
 
-from wsfleet.connection import TokenBucket
+import asyncio
+import gc
+import inspect
+import re
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request
+
+from wsfleet.connection import FleetConnection, TokenBucket
 
 
 def test_burst_then_steady_rate() -> None:
@@ -27,3 +40,63 @@ def test_sustained_abuse_is_detected_but_a_client_at_the_limit_is_not() -> None:
         now += 0.005  # 200 frames/s against a 50/s limit
     assert abuser.abusive
     assert now < 3
+
+
+# FleetConnection replaces websockets' Connection.__init__ to keep idle connections
+# small; these tests catch a websockets release that changes what it relies on.
+
+
+def _attributes_set_by(function: Any) -> set[str]:
+    return set(re.findall(r"self\.(\w+)(?:: [^=\n]+)? = ", inspect.getsource(function)))
+
+
+def test_every_attribute_websockets_sets_in_init_has_a_value() -> None:
+    expected = _attributes_set_by(Connection.__init__) | _attributes_set_by(
+        ServerConnection.__init__
+    )
+    assert "pending_pings" in expected and "request_rcvd" in expected  # the regex works
+    ours = _attributes_set_by(FleetConnection.__init__)
+    missing = {name for name in expected - ours if name not in vars(FleetConnection)}
+    assert not missing, f"websockets sets attributes FleetConnection lacks: {missing}"
+
+
+async def _serve_one(check: Callable[[FleetConnection, weakref.ref[Request]], None]) -> None:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handler(connection: ServerConnection) -> None:
+        assert isinstance(connection, FleetConnection)
+        assert connection.request is not None
+        request = weakref.ref(connection.request)
+        connection.opened()
+        try:
+            check(connection, request)
+            await connection.send("checked")
+            assert await connection.recv() == "echo"
+            await connection.send("echo")
+        except BaseException as exc:
+            done.set_exception(exc)
+            raise
+        done.set_result(None)
+
+    async with serve(
+        handler, "127.0.0.1", 0, create_connection=FleetConnection, ping_interval=None
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            assert await client.recv() == "checked"
+            await client.send("echo")
+            assert await client.recv() == "echo"
+        await asyncio.wait_for(done, 5)
+
+
+async def test_open_connection_keeps_no_handshake_and_a_compact_dict() -> None:
+    def check(connection: FleetConnection, request: weakref.ref[Request]) -> None:
+        gc.collect()
+        assert connection.request is None and connection.response is None
+        assert request() is None, "something still holds the handshake request"
+        # CPython 3.11 keeps a compact shared-key __dict__ up to ~29 attributes.
+        assert len(vars(connection)) <= 20, sorted(vars(connection))
+        assert connection.pending_pings == {} and not connection.drain_waiters
+        assert connection.close_timeout == 10 and connection.ping_interval is None
+
+    await _serve_one(check)

@@ -2,7 +2,13 @@
 
 :class:`FleetConnection` extends websockets' ``ServerConnection`` rather than
 wrapping it, so an idle connection costs no extra object, task or buffer beyond
-what websockets already keeps.
+what websockets keeps, and it trims that too (about 17 KB -> 5.5 KB of RSS per idle
+connection): websockets' constructor is replaced so that options and defaults live on
+the class and the instance ``__dict__`` stays in CPython's compact form; the
+handshake request and response are dropped once the connection is open; the frame
+queue, the drain waiters, the pending pings, the room set and the rate limit are
+created when first needed; and the server pings from one task
+(:mod:`wsfleet.keepalive`) instead of a keepalive task per connection.
 
 Outbound frames never wait. While the socket keeps up, a frame goes straight to
 the transport, the way ``websockets.broadcast`` writes. When the transport's write
@@ -21,14 +27,23 @@ import random
 import secrets
 import struct
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
-from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.messages import SimpleQueue
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.http11 import Request, Response
+from websockets.protocol import Event, Protocol, State
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
+from websockets.typing import DataLike, LoggerLike
 
 from wsfleet.auth import Identity
+from wsfleet.codec import stdlib_dumps
 
 __all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection", "TokenBucket"]
 
@@ -60,6 +75,55 @@ class ConnectionPolicy:
 
 _OPEN = State.OPEN
 
+_FRAME_PARSER = Protocol.parse.__code__
+_AT_EOF = StreamReader.at_eof.__code__
+_NO_PINGS: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+_NO_WAITERS: collections.deque[asyncio.Future[None]] = collections.deque(maxlen=0)
+
+T = TypeVar("T")
+
+
+class _LazyQueue(SimpleQueue[T]):
+    """websockets' frame queue, holding a deque only while it holds frames."""
+
+    queue: collections.deque[T]
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.get_waiter: asyncio.Future[None] | None = None
+        self.queue = _NO_FRAMES  # type: ignore[assignment]
+
+    def put(self, item: T) -> None:
+        if self.queue is _NO_FRAMES:
+            self.queue = collections.deque()
+        super().put(item)
+
+    async def get(self, block: bool = True) -> T:
+        # SimpleQueue.get, inlined rather than awaited: a coroutine frame less
+        # for every connection waiting for its next frame.
+        if not self.queue:
+            if not block:
+                raise EOFError("stream of frames ended")
+            assert self.get_waiter is None, "cannot call get() concurrently"
+            self.get_waiter = self.loop.create_future()
+            try:
+                await self.get_waiter
+            finally:
+                self.get_waiter.cancel()
+                self.get_waiter = None
+        item = self.queue.popleft()
+        if not self.queue:
+            self.queue = _NO_FRAMES  # type: ignore[assignment]
+        return item
+
+    def put_back(self, items: Sequence[T]) -> None:
+        if self.queue is _NO_FRAMES:
+            self.queue = collections.deque()
+        super().put_back(items)
+
+
+_NO_FRAMES: collections.deque[object] = collections.deque(maxlen=0)
+
 # Payload of the server's keepalive pings (see wsfleet.keepalive), one per process.
 KEEPALIVE_PAYLOAD = struct.pack("!I", random.getrandbits(32))
 
@@ -81,15 +145,191 @@ class FleetConnection(ServerConnection):
     _flushed: asyncio.Future[None] | None = None
     _head: bytes | None = None  # partial HTTP request while a body is being read
     ping_sent_at: float = 0.0  # loop time of the unanswered keepalive ping, 0.0 if none
+    rooms: AbstractSet[str] = frozenset()  # a set of its own from the first join
+    rate: TokenBucket | None = None  # from the first inbound frame
+    _sender_json: bytes | None = None  # from the first publish
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # websockets' Connection state that is the same for (almost) every connection
+    # lives on the class too: see __init__.
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
+    close_timeout: float | None = 10
+    max_queue_high: int | None = 16
+    max_queue_low: int | None = None
+    write_limit_high: int = 2**15
+    write_limit_low: int | None = None
+    close_deadline: float | None = None
+    send_in_progress: asyncio.Future[None] | None = None
+    latency: float = 0.0
+    keepalive_task: asyncio.Task[None] | None = None
+    connection_exc: BaseException | None = None
+    paused: bool = False
+    # Empty and shared until used: ping() and drain() give a connection its own.
+    pending_pings: dict[bytes, tuple[asyncio.Future[float], float]] = _NO_PINGS
+    drain_waiters: collections.deque[asyncio.Future[None]] = _NO_WAITERS
+
+    def __init__(
+        self,
+        protocol: ServerProtocol,
+        server: Server,
+        *,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float | None = 10,
+        max_queue: int | tuple[int | None, int | None] | None = 16,
+        write_limit: int | tuple[int, int | None] = 2**15,
+    ) -> None:
+        """websockets 17's ``Connection.__init__`` and ``ServerConnection.__init__``, slim.
+
+        They are not called: they set ~30 attributes, most of them the same for every
+        connection, and past 29 instance attributes CPython 3.11 gives up its compact
+        shared-key ``__dict__`` (~0.3 KB) for a regular dict (~1.7 KB). Here only
+        what differs per connection goes on the instance; the rest are class
+        attributes above (an option differing from the class's goes on the
+        instance), the protocol's logger is not wrapped in a per-connection
+        ``LoggerAdapter``, and ``id``, ``logger``, ``debug`` and ``loop`` are
+        properties. ``tests/test_connection.py`` checks this against websockets.
+        """
+        self.protocol = protocol
+        self.server = server
+        loop = asyncio.get_running_loop()
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.request_rcvd: asyncio.Future[None] = loop.create_future()
+        self.connection_lost_waiter: asyncio.Future[None] = loop.create_future()
+        if isinstance(max_queue, int) or max_queue is None:
+            max_queue_high, max_queue_low = max_queue, None
+        else:
+            max_queue_high, max_queue_low = max_queue
+        if isinstance(write_limit, int):
+            write_limit_high, write_limit_low = write_limit, None
+        else:
+            write_limit_high, write_limit_low = write_limit
+        options = (
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("close_timeout", close_timeout),
+            ("max_queue_high", max_queue_high),
+            ("max_queue_low", max_queue_low),
+            ("write_limit_high", write_limit_high),
+            ("write_limit_low", write_limit_low),
+        )
+        cls = type(self)
+        for name, value in options:
+            if getattr(cls, name) != value:
+                setattr(self, name, value)
+        # wsfleet's own state. Attributes set later in a connection's usual life
+        # are set here first, so that every connection adds them in the same order.
         self.conn_id = secrets.token_urlsafe(9)
-        self.sender_json = b""
-        self.rooms: set[str] = set()
-        self.writing_paused = False
-        self.rate = TokenBucket(self.policy.rate_limit, self.policy.rate_burst, time.monotonic())
         self.opened_at = 0.0
+        self.ping_sent_at = 0.0
+        self.latency = 0.0
+
+    @property
+    def id(self) -> uuid.UUID:  # type: ignore[override]
+        return self.protocol.id
+
+    @property
+    def logger(self) -> LoggerLike:  # type: ignore[override]
+        return self.protocol.logger
+
+    @property
+    def debug(self) -> bool:  # type: ignore[override]
+        return self.protocol.debug
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:  # type: ignore[override]
+        return asyncio.get_running_loop()
+
+    def opened(self) -> None:
+        """The handshake is over: drop what only the handshake needed.
+
+        The request and its headers (~2 KB) are not read after the upgrade;
+        ``process_event`` below no longer needs them to tell the handshake request
+        from frames. Besides ``self.request``, the sans-I/O protocol's parser
+        holds the request as a local variable for the connection's whole life: it
+        is a generator that parsed the request and then runs the frame parser.
+        While that frame parser waits between two frames (the usual case, as
+        clients wait for ``welcome``), it is replaced by a fresh frame parser in
+        the same state, which lets the request go.
+        """
+        self.opened_at = time.monotonic()
+        self.request = None
+        self.response = None
+        del self.request_rcvd  # awaited only by the handshake
+        protocol = self.protocol
+        frames = getattr(protocol.parser, "gi_yieldfrom", None)
+        waiting = getattr(frames, "gi_yieldfrom", None)
+        if (
+            getattr(frames, "gi_code", None) is _FRAME_PARSER
+            and getattr(waiting, "gi_code", None) is _AT_EOF
+            and not protocol.reader.buffer
+        ):
+            parser = Protocol.parse(protocol)
+            next(parser)  # up to the same point: waiting for the next frame
+            protocol.parser = parser
+
+    def process_event(self, event: Event) -> None:
+        if self.protocol.state is State.CONNECTING:
+            super().process_event(event)  # the request, or frames sent ahead of the 101
+        else:
+            Connection.process_event(self, event)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A queue of frames without a 624-byte deque block while it is empty.
+        self.recv_messages.frames = _LazyQueue()
+
+    async def ping(self, data: DataLike | None = None) -> Awaitable[float]:
+        if self.pending_pings is _NO_PINGS:
+            self.pending_pings = {}
+        return await super().ping(data)
+
+    async def drain(self) -> None:
+        # websockets' drain(), with a deque of waiters of its own only when it waits.
+        if self.transport.is_closing():
+            await asyncio.sleep(0)
+        if self.paused:
+            if self.drain_waiters is _NO_WAITERS:
+                self.drain_waiters = collections.deque()
+            waiter = self.loop.create_future()
+            self.drain_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self.drain_waiters.remove(waiter)
+
+    # Per-connection state created when first needed
+
+    @property
+    def sender_json(self) -> bytes:
+        """The ``from`` field of this connection's messages, encoded once."""
+        sender = self._sender_json
+        if sender is None:
+            subject = self.identity.subject if self.identity is not None else self.conn_id
+            sender = self._sender_json = stdlib_dumps(subject)
+        return sender
+
+    def bucket(self) -> TokenBucket:
+        """The inbound rate limit (full when created, as it would be when idle)."""
+        rate = self.rate
+        if rate is None:
+            policy = self.policy
+            rate = self.rate = TokenBucket(policy.rate_limit, policy.rate_burst, time.monotonic())
+        return rate
+
+    def add_room(self, room: str) -> None:
+        rooms = self.rooms
+        if not isinstance(rooms, set):
+            rooms = self.rooms = set()
+        rooms.add(room)
+
+    def discard_room(self, room: str) -> None:
+        rooms = self.rooms
+        if isinstance(rooms, set):
+            rooms.discard(room)
+            if not rooms:
+                self.rooms = frozenset()
 
     # Outbound
 
@@ -99,7 +339,7 @@ class FleetConnection(ServerConnection):
             return
         backlog = self.backlog
         if backlog is None:
-            if not self.writing_paused:
+            if not self.paused:
                 try:
                     self.protocol.send_text(frame)
                     self.send_data()
@@ -128,13 +368,8 @@ class FleetConnection(ServerConnection):
             self.policy.on_slow_consumer(self)
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.writing_paused = True
-
     def resume_writing(self) -> None:
         super().resume_writing()
-        self.writing_paused = False
         self._flush_backlog()
 
     def _flush_backlog(self) -> None:
@@ -142,7 +377,7 @@ class FleetConnection(ServerConnection):
         if backlog is None:
             return
         protocol = self.protocol
-        while backlog and not self.writing_paused and protocol.state is _OPEN:
+        while backlog and not self.paused and protocol.state is _OPEN:
             frame = backlog.popleft()
             self.backlog_bytes -= len(frame)
             try:
@@ -251,7 +486,8 @@ class FleetConnection(ServerConnection):
             return
         length = _content_length(head[:end])
         if length is None:
-            self._head = None
+            if self._head is not None:  # (not set at all in the usual case)
+                self._head = None
             super().data_received(head)
             return
         if length > self.policy.max_request_body:

@@ -26,7 +26,6 @@ from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
 from wsfleet.metrics import CONTENT_TYPE_LATEST
 from wsfleet.protocol import ProtocolError, validate_publish_body
-from wsfleet.session import sender_json
 
 __all__ = ["make_request_handler"]
 
@@ -98,10 +97,7 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
                 identity = verify_token(token, settings.jwt_secret)
             except AuthError as exc:
                 return refuse(connection, "auth", http.HTTPStatus.UNAUTHORIZED, str(exc))
-            connection.identity = identity
-            connection.sender_json = sender_json(identity.subject)
-        else:
-            connection.sender_json = sender_json(connection.conn_id)
+            connection.identity = identity  # (its sender_json is encoded at its first publish)
         return None  # go on with the upgrade
 
     def health(connection: ServerConnection) -> Response:

@@ -164,11 +164,11 @@ class Hub:
                 connection.send_frame(frame)
                 self._outbound_message.inc()
         local.members.add(connection)
-        connection.rooms.add(room)
+        connection.add_room(room)
 
     def leave(self, connection: FleetConnection, room: str) -> bool:
         """Remove ``connection`` from ``room``; False if it was not a member."""
-        connection.rooms.discard(room)
+        connection.discard_room(room)
         local = self.rooms.get(room)
         if local is None or connection not in local.members:
             return False
@@ -180,7 +180,6 @@ class Hub:
         """Forget a closed connection everywhere."""
         for room in list(connection.rooms):
             self.leave(connection, room)
-        connection.rooms.clear()
 
     def _release_if_empty(self, local: Room) -> None:
         if local.members or local.joining or self.rooms.get(local.name) is not local:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -40,6 +41,12 @@ def connection_class(policy: ConnectionPolicy) -> type[FleetConnection]:
         pass
 
     BoundConnection.policy = policy
+    # The options every connection of this server has (see FleetConnection.__init__).
+    BoundConnection.ping_interval = None
+    BoundConnection.ping_timeout = None
+    BoundConnection.close_timeout = CLOSE_TIMEOUT
+    BoundConnection.max_queue_high = MAX_QUEUE
+    BoundConnection.write_limit_high = WRITE_LIMIT
     return BoundConnection
 
 
@@ -84,8 +91,9 @@ async def run_server(settings: Settings) -> int:
         on_slow_consumer=on_slow_consumer,
     )
 
-    async def handler(connection: ServerConnection) -> None:
-        await serve_connection(context, cast(FleetConnection, connection))
+    def handler(connection: ServerConnection) -> Coroutine[Any, Any, None]:
+        # The coroutine of serve_connection itself: no wrapper frame per connection.
+        return serve_connection(context, cast(FleetConnection, connection))
 
     await broker.start()
     server = await serve(
