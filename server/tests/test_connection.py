@@ -10,12 +10,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import websockets
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
-from wsfleet.connection import FleetConnection, TokenBucket
+from wsfleet.connection import FleetConnection, TokenBucket, text_frame
 
 
 def test_burst_then_steady_rate() -> None:
@@ -100,3 +102,10 @@ async def test_open_connection_keeps_no_handshake_and_a_compact_dict() -> None:
         assert connection.close_timeout == 10 and connection.ping_interval is None
 
     await _serve_one(check)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_text_frame_matches_websockets_framing(size: int) -> None:
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame(payload) == expected

@@ -45,7 +45,21 @@ from websockets.typing import DataLike, LoggerLike
 from wsfleet.auth import Identity
 from wsfleet.codec import stdlib_dumps
 
-__all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection", "TokenBucket"]
+__all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection", "TokenBucket", "text_frame"]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, final, uncompressed text frame (RFC 6455 5.2)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 65536:
+        return _HEADER_16.pack(0x81, 126, length) + payload
+    return _HEADER_64.pack(0x81, 127, length) + payload
+
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
 
 
 class CloseCode:
@@ -356,6 +370,28 @@ class FleetConnection(ServerConnection):
             or self.backlog_bytes > self.policy.queue_bytes
         ):
             self._overflow()
+
+    def send_framed(self, frame: bytes, wire: bytes) -> None:
+        """:meth:`send_frame` for a frame the caller framed already (:func:`text_frame`).
+
+        The hub frames a message once for all its members; while a connection is
+        open, uncompressed and keeping up, the framed bytes go straight to its
+        transport: one ``write`` and no trip through the sans-I/O protocol, which
+        would build the same header again. Otherwise ``frame`` takes the usual way.
+        """
+        protocol = self.protocol
+        if (
+            self.backlog is None
+            and not self.paused
+            and protocol.state is _OPEN
+            and not protocol.extensions
+        ):
+            try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
+                self.transport.write(wire)
+            except Exception:  # noqa: S110 - a broken transport reports itself via connection_lost
+                pass
+            return
+        self.send_frame(frame)
 
     def _overflow(self) -> None:
         """Drop the backlog of a slow consumer and close it with 4008."""

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from wsfleet.broker import BrokerUnavailable, RedisBroker
-from wsfleet.connection import FleetConnection
+from wsfleet.connection import FleetConnection, text_frame
 from wsfleet.metrics import Metrics
 from wsfleet.protocol import compare_offsets, encode
 
@@ -71,8 +71,10 @@ class Hub:
             return
         local.last_delivered = offset
         members = local.members
-        for connection in members:
-            connection.send_frame(frame)
+        if members:
+            wire = text_frame(frame)  # framed once for every member
+            for connection in members:
+                connection.send_framed(frame, wire)
         for buffered in local.joining.values():
             buffered.append((offset, frame))
         if members:
