@@ -36,7 +36,7 @@ ensure_network() { # ensure_network NAME [docker network create options...]
 
 ensure_container() { # ensure_container NAME GROUP ADDRESS
   local name=$1 group=$2 address=$3 state
-  state=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || echo missing)
+  state=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null) || state=missing
   case $state in
     running) return 0 ;;
     missing) ;;

@@ -24,6 +24,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
 
 
 class SmokeFailure(Exception):
@@ -143,7 +144,7 @@ async def main() -> int:
     try:
         await check_affinity(args, report)
         await check_cross_server_delivery(args, report)
-    except (SmokeFailure, OSError, TimeoutError) as failure:
+    except (SmokeFailure, WebSocketException, OSError, TimeoutError) as failure:
         report["failure"] = f"{type(failure).__name__}: {failure}"
         print(json.dumps(report))
         return 1
