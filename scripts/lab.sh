@@ -107,7 +107,7 @@ summary() { # summary SITE_LOG
     case $group in
       loadbalancers) runs="nginx (published on 127.0.0.1:$http_port and :$https_port)" ;;
       ws_servers) runs=$(docker exec "$name" sh -c "systemctl list-units --plain --no-legend 'wsfleet@*' | awk '{print \$1}' | paste -sd' ' -") ;;
-      redis) runs=$(docker exec "$name" sh -c "systemctl list-units --plain --no-legend '*redis*' '*valkey*' | awk '{print \$1}' | paste -sd' ' -") ;;
+      redis) runs=$(docker exec "$name" sh -c "systemctl list-units --plain --no-legend --type=service '*redis*' '*valkey*' | awk '{print \$1}' | paste -sd' ' -") ;;
     esac
     printf '  %-20s %-14s %-15s %s\n' "$name" "$group" "$address" "$runs"
   done < <(lab_hosts)
