@@ -10,12 +10,14 @@ export PATH=$WSFLEET_ROOT/.venv/bin:$PATH
 . .venv/bin/activate   # molecule calls ansible-config from PATH
 
 failures=()
+passed=0
 stage() { # stage NAME CMD...: run one stage, time it, remember a failure
   local name=$1 start=$SECONDS
   shift
   log "── $name"
   if "$@"; then
     log "── $name: ok ($((SECONDS - start)) s)"
+    passed=$((passed + 1))
   else
     log "── $name: FAILED ($((SECONDS - start)) s)"
     failures+=("$name")
@@ -60,6 +62,7 @@ for scenario in $scenarios; do
   stage "molecule scenario $scenario" scripts/molecule.sh test -s "$scenario"
 done
 
+echo "stages: $passed passed, ${#failures[@]} failed"
 if [ ${#failures[@]} -gt 0 ]; then
   log "failed stages: ${failures[*]}"
   exit 1
