@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from playbook_run import run_playbook
 
@@ -22,10 +25,6 @@ def test_smoke_playbook_proves_cross_server_delivery_and_cookie_affinity():
 
 def test_smoke_check_fails_when_affinity_does_not_hold():
     """The smoke check can fail: ip_hash expectations against a cookie-balanced LB spread."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[3] / "playbooks/files/smoke_check.py"
     completed = subprocess.run(
         [sys.executable, str(script), "--url", "ws://127.0.0.1:18080/ws", "--affinity", "ip_hash", "--repeat", "12"],
