@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build what the containers need, for every suite in suites.txt:
+# build.sh [SUITE...]: build what the containers need, for the suites named
+# (default: every suite in suites.txt):
 #   - the base image localhost/wsfleet/debian:<tag> (mmdebstrap | docker import),
 #     rebuilt only when missing or when its recipe changed;
 #   - the offline apt repository .cache/apt/<suite>/ with the packages of
@@ -97,6 +98,7 @@ pids=()
 names=()
 while read -r suite tag; do
   case "$suite" in ''|'#'*) continue ;; esac
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$suite"; then continue; fi
   build_suite "$suite" "$tag" >"$log_dir/$suite.log" 2>&1 &
   pids+=($!)
   names+=("$suite")
