@@ -37,7 +37,7 @@ slim_options=(
 
 build_image() { # build_image SUITE TAG
   local suite=$1 tag=$2 image="localhost/wsfleet/debian:$2" recipe current
-  recipe=$(recipe_hash "$here/build.sh" "$here/image-packages.txt" <(echo "$suite $mirror"))
+  recipe=$(recipe_hash "$here/build.sh" "$here/sshd-host-keys.sh" "$here/image-packages.txt" <(echo "$suite $mirror"))
   current=$(docker image inspect -f '{{index .Config.Labels "org.wsfleet.recipe"}}' "$image" 2>/dev/null || true)
   if [ "$current" = "$recipe" ]; then
     log "$image is up to date"
@@ -51,6 +51,7 @@ build_image() { # build_image SUITE TAG
     --include="$(packages_for "$here/image-packages.txt" "$suite")" \
     --customize-hook='rm -f "$1"/etc/apt/sources.list "$1"/etc/apt/sources.list.d/*; rm -rf "$1"/var/lib/apt/lists/*' \
     --customize-hook='echo wsfleet > "$1"/etc/hostname; : > "$1"/etc/machine-id' \
+    --customize-hook="$here/sshd-host-keys.sh" \
     "$suite" "$rootfs" "$mirror"
   docker import \
         --change 'ENV container=docker' \
