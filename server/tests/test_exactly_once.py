@@ -69,7 +69,7 @@ class Tally:
 
 
 async def stream_offsets(redis: aioredis.Redis, room: str) -> tuple[list[str], list[bytes]]:
-    entries = await redis.xrange(f"wsfleet:{{{room}}}:history", "-", "+")
+    entries: Any = await redis.xrange(f"wsfleet:{{{room}}}:history", "-", "+")
     return [raw.decode() for raw, _ in entries], [fields[b"c"] for _, fields in entries]
 
 
@@ -201,7 +201,7 @@ async def killer(redis: aioredis.Redis, kinds: list[str], every: float) -> dict[
     for kind in kinds:
         await asyncio.sleep(every)
         # Kill only the servers' connections, not this test's own.
-        killed[kind] += int(await redis.execute_command("CLIENT", "KILL", "TYPE", kind))
+        killed[kind] += int(await redis.execute_command("CLIENT", "KILL", "TYPE", kind))  # type: ignore[no-untyped-call]
     return dict(killed)
 
 

@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from wsfleet.logs import log_event
-from wsfleet.protocol import compare_offsets, message_frame
+from wsfleet.protocol import message_frame
 
 __all__ = ["BrokerUnavailable", "Delivery", "JoinState", "RedisBroker", "jittered_backoff"]
 
@@ -48,6 +48,17 @@ def history_key(room: str) -> str:
 
 def epoch_key(room: str) -> str:
     return f"{KEY_PREFIX}:{{{room}}}:epoch"
+
+
+def publish_key(room: str, token: str) -> str:
+    """Records one publish call's offset for a while, so that its retry is not stored twice."""
+    return f"{KEY_PREFIX}:{{{room}}}:pub:{token}"
+
+
+# Long enough to outlive every retry of one publish call (socket and connect timeouts).
+PUBLISH_TOKEN_TTL_MS = 30_000
+# Attempts of one publish call over broken connections (each may be retried by the pool).
+PUBLISH_ATTEMPTS = 2
 
 
 def channel_name(room: str) -> bytes:
@@ -83,7 +94,9 @@ class Delivery(Protocol):
 
     def deliver(self, room: str, offset: str, frame: bytes) -> None: ...
 
-    def resume_point(self, room: str) -> str | None: ...
+    def resume_point(self, room: str) -> tuple[bool, str | None]: ...
+
+    def resync(self, room: str, latest: str | None, epoch: str | None) -> None: ...
 
     def local_rooms(self) -> list[str]: ...
 
@@ -186,27 +199,34 @@ class RedisBroker:
         """Store a message in the room's history and publish it; return its offset.
 
         Raises :class:`BrokerUnavailable` when Redis is known to be down or fails to
-        answer. (A reply lost after Redis ran the script is indistinguishable from a
-        failure; the client's retry then stores the message twice, never zero times.)
+        answer. Each call carries a fresh token that the script records with the
+        offset (``lua/publish.lua``): a retry of the same call after a lost reply
+        (the pool retries once on a broken connection, and so does this method)
+        returns the stored offset instead of storing the message again.
         """
         if not self.up:
             raise BrokerUnavailable("redis is unavailable")
-        try:
-            offset = await self._publish_script(
-                keys=[history_key(room), epoch_key(room)],
-                args=[
-                    channel_name(room),
-                    room,
-                    sender_json,
-                    content_json,
-                    self._history_size,
-                    self._history_ttl_ms,
-                    secrets.token_hex(8),
-                ],
-            )
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-        return offset.decode() if isinstance(offset, bytes) else str(offset)
+        token = secrets.token_hex(12)
+        keys = [history_key(room), epoch_key(room), publish_key(room, token)]
+        args: list[bytes | str | int] = [
+            channel_name(room),
+            room,
+            sender_json,
+            content_json,
+            self._history_size,
+            self._history_ttl_ms,
+            secrets.token_hex(8),
+            PUBLISH_TOKEN_TTL_MS,
+        ]
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                offset = await self._publish_script(keys=keys, args=args)
+            except RedisError as exc:
+                if attempt + 1 == PUBLISH_ATTEMPTS or not isinstance(exc, RedisConnectionError):
+                    raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
+                continue
+            return offset.decode() if isinstance(offset, bytes) else str(offset)
+        raise AssertionError("unreachable")
 
     async def join_state(self, room: str, since: str | None, epoch: str | None) -> JoinState:
         """Epoch, latest offset and (when resumable) the messages after ``since``."""
@@ -268,7 +288,7 @@ class RedisBroker:
                 self._confirmations.setdefault(channel, collections.deque()).append(waiter)
                 await subscriber.send_command("SUBSCRIBE", channel, check_health=False)
             await waiter
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RuntimeError) as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
 
     async def unsubscribe(self, room: str) -> None:
@@ -278,7 +298,7 @@ class RedisBroker:
             if self._delivery.is_local(room) or subscriber is None or not self._subscriber_up:
                 return  # a (re)connection subscribes only to the rooms that are local
             # On failure the reader notices the broken connection and resubscribes.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
                 await subscriber.send_command("UNSUBSCRIBE", channel_name(room), check_health=False)
 
     async def barrier(self, timeout: float) -> bool:
@@ -296,7 +316,8 @@ class RedisBroker:
             async with asyncio.timeout(timeout):
                 await subscriber.send_command("PING", check_health=False)
                 await waiter
-        except (TimeoutError, RedisError, OSError, BrokerUnavailable):
+        except (TimeoutError, RedisError, OSError, RuntimeError, BrokerUnavailable):
+            # (uvloop raises RuntimeError for a write to a transport closed meanwhile.)
             return False
         finally:
             if waiter in self._pongs and not waiter.done():
@@ -381,21 +402,38 @@ class RedisBroker:
         self._state_changed()
 
     async def _fill_gaps(self, rooms: list[str]) -> None:
-        """Deliver stored messages that were published while the subscriber was down."""
-        delivered: dict[str, str | None] = {}
-        for room in rooms:
-            after = self._delivery.resume_point(room)
-            if self._history_enabled:
-                for offset, frame in await self.history_after(room, after):
-                    self._delivery.deliver(room, offset, frame)
-                    after = offset
-            delivered[room] = after
+        """Deliver stored messages that were published while the subscriber was down.
+
+        Everything goes through the hub's ``deliver``, whose watermark drops what
+        members have already, so the overlap between history and what the new
+        subscription relays reaches nobody twice.
+        """
+        for room in rooms if self._history_enabled else []:
+            known, after = self._delivery.resume_point(room)
+            if not self._delivery.is_local(room):
+                continue
+            if known and after is not None:
+                entries: Any = await self._redis.xrange(
+                    history_key(room), after, "+", self._history_size + 1
+                )
+                if entries and entries[0][0].decode() != after:
+                    # History no longer holds the last offset delivered: what came
+                    # after it may be lost, so members are told instead of skipped.
+                    epoch = await self._redis.get(epoch_key(room))
+                    self._delivery.resync(
+                        room,
+                        entries[-1][0].decode(),
+                        epoch.decode() if isinstance(epoch, bytes) else None,
+                    )
+                    continue
+                frames = self._frames(room, entries[1:])
+            else:
+                frames = await self.history_after(room, after)
+            for offset, frame in frames:
+                self._delivery.deliver(room, offset, frame)
         buffered, self._resync_buffer = self._resync_buffer or [], None
         for room, offset, frame in buffered:
-            last = delivered.get(room)
-            if last is None or compare_offsets(offset, last) > 0:
-                self._delivery.deliver(room, offset, frame)
-                delivered[room] = offset
+            self._delivery.deliver(room, offset, frame)
 
     async def _read_forever(self, connection: AbstractConnection) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Local room membership and fanout.
+"""Local room membership and fanout, each offset to each member once and in order.
 
 The hub knows which local connections are in which room. The broker's subscriber
 task calls :meth:`Hub.deliver` for every message of a local room; delivery hands
@@ -6,11 +6,27 @@ the same encoded bytes to every member (encode once per instance) and never
 awaits. A room is subscribed in Redis while it has at least one local member
 (joined or joining) and unsubscribed when the last one leaves.
 
-Joining with resume: the connection first waits in ``joining``, where live messages
-are buffered for it, while the room is subscribed and its history read. Then it
-receives ``joined``, the replayed messages, and the buffered live messages whose
-offsets come after what it already has, in that order, and becomes a member. So
-the switch from replay to live has no gap and no duplicate.
+Delivery watermark (PROTOCOL.md: after ``joined``, a member receives each offset
+after its starting point once, in offset order):
+
+- Each room keeps ``watermark``, the newest offset handed to its live stream.
+  :meth:`deliver` drops any offset at or below it, so a message that arrives twice
+  (a gap fill from history overlapping what the subscriber connection still held,
+  a resubscription) or late reaches nobody twice or out of order.
+- A member's starting point is its ``joined.offset`` or the last replayed offset.
+  While a member is ahead of the room's watermark (it read history newer than
+  what the subscriber has relayed yet) it waits in ``ahead`` with its position and
+  gets only offsets above it; once the live stream passes its position it joins
+  the plain ``members`` set, where fanout needs no comparison.
+- Joining: the connection waits in ``joining``, where live messages are buffered
+  for it, while the room is subscribed and its history read; a PING on the
+  subscriber connection (a barrier) then lets every message published before the
+  read arrive. It receives ``joined``, the replay and the buffered messages above
+  its position, in that order, and goes live, with no ``await`` in between.
+- After a subscriber reconnect the broker fills each room's gap from history after
+  :meth:`resume_point` (the watermark) through :meth:`deliver` itself, so the
+  same rule filters it; when history no longer holds the watermark, members get
+  ``joined`` again with ``recovered: false`` (:meth:`resync`).
 """
 
 from __future__ import annotations
@@ -23,11 +39,19 @@ from dataclasses import dataclass, field
 from wsfleet.broker import BrokerUnavailable, RedisBroker
 from wsfleet.connection import FleetConnection, text_frame
 from wsfleet.metrics import Metrics
-from wsfleet.protocol import compare_offsets, encode
+from wsfleet.logs import log_event
+from wsfleet.protocol import encode, offset_key
 
 __all__ = ["Hub", "Room"]
 
 logger = logging.getLogger("wsfleet.hub")
+
+
+OffsetKey = tuple[int, int]
+
+# How long a joiner waits for the subscriber barrier. The watermark keeps delivery
+# exact without it; the barrier only lets the joiner go live as a plain member.
+BARRIER_TIMEOUT = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -36,10 +60,12 @@ class Room:
 
     name: str
     members: set[FleetConnection] = field(default_factory=set)
-    joining: dict[FleetConnection, list[tuple[str, bytes]]] = field(default_factory=dict)
+    # Members whose starting point is above the watermark, with that point.
+    ahead: dict[FleetConnection, OffsetKey] = field(default_factory=dict)
+    joining: dict[FleetConnection, list[tuple[OffsetKey, bytes]]] = field(default_factory=dict)
     subscribed: asyncio.Future[None] | None = None
-    last_delivered: str | None = None  # newest offset relayed live
-    known_latest: str | None = None  # newest offset seen by a join's history read
+    watermark: OffsetKey | None = None  # newest offset handed to the live stream
+    watermark_offset: str | None = None  # the same, as the offset string
 
 
 class Hub:
@@ -65,37 +91,84 @@ class Hub:
     # Delivery (called by the broker's subscriber task)
 
     def deliver(self, room: str, offset: str, frame: bytes) -> None:
-        """Relay one message to every local member of its room. Hot path."""
+        """Relay one message to every local member of its room, once. Hot path."""
         local = self.rooms.get(room)
         if local is None:
             return
-        local.last_delivered = offset
+        key = offset_key(offset)
+        watermark = local.watermark
+        if watermark is not None and key <= watermark:
+            return  # delivered already (or older than what was delivered): never twice
+        local.watermark = key
+        local.watermark_offset = offset
         members = local.members
+        sent = len(members)
         if members:
             wire = text_frame(frame)  # framed once for every member
             for connection in members:
                 connection.send_framed(frame, wire)
+        if local.ahead:
+            for connection, position in list(local.ahead.items()):
+                if key < position:
+                    continue
+                if key > position:
+                    connection.send_frame(frame)
+                    sent += 1
+                # The live stream has reached its position: a plain member from now on.
+                del local.ahead[connection]
+                members.add(connection)
         for buffered in local.joining.values():
-            buffered.append((offset, frame))
-        if members:
-            self._outbound_message.inc(len(members))
+            buffered.append((key, frame))
+        if sent:
+            self._outbound_message.inc(sent)
         # The offset's first part is the Redis time of the publish, in milliseconds.
-        published_ms = int(offset.partition("-")[0])
-        self._fanout_latency.observe(max(0.0, time.time() - published_ms / 1000))
+        self._fanout_latency.observe(max(0.0, time.time() - key[0] / 1000))
 
-    def resume_point(self, room: str) -> str | None:
-        """The newest offset local members are known to have (for gap filling)."""
+    def resume_point(self, room: str) -> tuple[bool, str | None]:
+        """Where a gap fill starts: ``(known, offset)``; offset None means from the start.
+
+        ``known`` is True when the offset is the room's watermark, i.e. every member
+        has everything up to it, so that history must still hold it for the fill to
+        be complete.
+        """
         local = self.rooms.get(room)
         if local is None:
-            return None
-        candidates = [o for o in (local.last_delivered, local.known_latest) if o is not None]
-        if not candidates:
-            return None
-        newest = candidates[0]
-        for offset in candidates[1:]:
-            if compare_offsets(offset, newest) > 0:
-                newest = offset
-        return newest
+            return False, None
+        if local.watermark_offset is not None:
+            return True, local.watermark_offset
+        if local.ahead and not local.members and not local.joining:
+            lowest = min(local.ahead.values())
+            return False, f"{lowest[0]}-{lowest[1]}"
+        return False, None
+
+    def resync(self, room: str, latest: str | None, epoch: str | None) -> None:
+        """History lost what members missed: tell each one with ``joined``, not recovered.
+
+        PROTOCOL.md: a message the server cannot deliver in order is never skipped
+        silently. The members stay members and continue after ``latest``.
+        """
+        local = self.rooms.get(room)
+        if local is None:
+            return
+        frame = encode(
+            {
+                "type": "joined",
+                "room": room,
+                "offset": latest,
+                "epoch": epoch,
+                "recovered": False,
+                "replayed": 0,
+            }
+        )
+        for connection in (*local.members, *local.ahead):
+            connection.send_frame(frame)
+            self._outbound_joined.inc()
+        local.members.update(local.ahead)
+        local.ahead.clear()
+        if latest is not None:
+            local.watermark = offset_key(latest)
+            local.watermark_offset = latest
+        log_event(logger, logging.WARNING, "history lost a gap: members resynced", room=room)
 
     def local_rooms(self) -> list[str]:
         return list(self.rooms)
@@ -118,30 +191,33 @@ class Hub:
             local.subscribed = asyncio.ensure_future(self.broker.subscribe(room))
             self.metrics.local_rooms.set(len(self.rooms))
         assert local.subscribed is not None
-        buffered: list[tuple[str, bytes]] = []
+        buffered: list[tuple[OffsetKey, bytes]] = []
         local.joining[connection] = buffered
         # A second join of the same room starts over (the client asked for a replay);
         # the connection stays in `joining` meanwhile, so the room is not released.
         local.members.discard(connection)
+        local.ahead.pop(connection, None)
         try:
             # shield: one joiner giving up must not cancel the room's subscription.
             await asyncio.shield(local.subscribed)
             state = await self.broker.join_state(room, since, epoch)
+            # Everything published before the read is relayed before this returns.
+            await self.broker.barrier(BARRIER_TIMEOUT)
         except BaseException:
-            local.joining.pop(connection, None)
+            if local.joining.get(connection) is buffered:
+                del local.joining[connection]
             self._release_if_empty(local)
             raise
-        local.joining.pop(connection, None)
+        if local.joining.get(connection) is not buffered:
+            return  # a newer join of the same room by this connection took over
+        del local.joining[connection]
 
-        if state.latest is not None and (
-            local.known_latest is None or compare_offsets(state.latest, local.known_latest) > 0
-        ):
-            local.known_latest = state.latest
-        position = state.latest
+        # From here to the end nothing awaits: no message can slip in between.
+        position = offset_key(state.latest) if state.latest is not None else None
         if state.recovered and state.entries:
-            position = state.entries[-1][0]
+            position = offset_key(state.entries[-1][0])
         elif state.recovered and since is not None:
-            position = since
+            position = offset_key(since)
 
         connection.send_frame(
             encode(
@@ -161,30 +237,43 @@ class Hub:
                 connection.send_frame(frame)
             if state.entries:
                 self._outbound_message.inc(len(state.entries))
-        for offset, frame in buffered:
-            if position is None or compare_offsets(offset, position) > 0:
+        for key, frame in buffered:
+            if position is None or key > position:
                 connection.send_frame(frame)
                 self._outbound_message.inc()
-        local.members.add(connection)
+                position = key
+        watermark = local.watermark
+        if position is None or (watermark is not None and watermark >= position):
+            local.members.add(connection)
+        else:
+            local.ahead[connection] = position
         connection.add_room(room)
 
     def leave(self, connection: FleetConnection, room: str) -> bool:
         """Remove ``connection`` from ``room``; False if it was not a member."""
         connection.discard_room(room)
         local = self.rooms.get(room)
-        if local is None or connection not in local.members:
+        if local is None:
             return False
-        local.members.discard(connection)
+        if connection in local.members:
+            local.members.discard(connection)
+        elif local.ahead.pop(connection, None) is None:
+            return False
         self._release_if_empty(local)
         return True
 
     def leave_all(self, connection: FleetConnection) -> None:
-        """Forget a closed connection everywhere."""
+        """Forget a closed connection everywhere (also a join it left unfinished)."""
         for room in list(connection.rooms):
             self.leave(connection, room)
 
     def _release_if_empty(self, local: Room) -> None:
-        if local.members or local.joining or self.rooms.get(local.name) is not local:
+        if (
+            local.members
+            or local.ahead
+            or local.joining
+            or self.rooms.get(local.name) is not local
+        ):
             return
         del self.rooms[local.name]
         self.metrics.local_rooms.set(len(self.rooms))
@@ -202,4 +291,4 @@ class Hub:
 
     @property
     def member_count(self) -> int:
-        return sum(len(room.members) for room in self.rooms.values())
+        return sum(len(room.members) + len(room.ahead) for room in self.rooms.values())

@@ -26,6 +26,7 @@ __all__ = [
     "encode",
     "encode_error",
     "message_frame",
+    "offset_key",
     "parse_frame",
     "parse_offset",
     "validate_publish_body",
@@ -115,6 +116,12 @@ def parse_offset(offset: str) -> tuple[int, int] | None:
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    """A well-formed offset as the pair of integers that orders it."""
+    ms, _, seq = offset.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def compare_offsets(left: str, right: str) -> int:

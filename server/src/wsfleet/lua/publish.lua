@@ -1,15 +1,25 @@
 -- Store one message in a room's history and publish it in one atomic step, so that
 -- history and live delivery agree on offsets and order.
 --
+-- Idempotent: KEYS[3] is unique to one publish call; it records the offset, and a
+-- second run of the same call (a retry after a lost reply) returns that offset
+-- without storing or publishing anything again.
+--
 -- KEYS[1] the room's history stream     KEYS[2] the room's epoch key
+-- KEYS[3] this call's token key
 -- ARGV[1] pub/sub channel               ARGV[2] room name (no JSON escaping needed)
 -- ARGV[3] sender, encoded as JSON       ARGV[4] content, encoded as JSON
 -- ARGV[5] history size (0: no history)  ARGV[6] history ttl in ms (0: no history)
 -- ARGV[7] a fresh epoch, used only when the room has none yet
+-- ARGV[8] how long the token key lives, in ms
 --
 -- Returns the new offset. The published payload is "<offset> <message frame>" so
 -- that instances relay the frame bytes as they are and read the offset without
 -- parsing JSON.
+local done = redis.call('GET', KEYS[3])
+if done then
+  return done
+end
 local size = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
 local offset
@@ -34,4 +44,5 @@ local ts = string.match(offset, '^(%d+)')
 redis.call('PUBLISH', ARGV[1], offset .. ' {"type":"message","room":"' .. ARGV[2]
   .. '","offset":"' .. offset .. '","from":' .. ARGV[3] .. ',"content":' .. ARGV[4]
   .. ',"ts":' .. ts .. '}')
+redis.call('SET', KEYS[3], offset, 'PX', ARGV[8])
 return offset
