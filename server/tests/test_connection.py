@@ -44,6 +44,32 @@ def test_sustained_abuse_is_detected_but_a_client_at_the_limit_is_not() -> None:
     assert now < 3
 
 
+def test_more_than_burst_refusals_within_the_window_is_abuse_exactly() -> None:
+    bucket = TokenBucket(0.001, 10, 0.0, window=10.0)
+    assert all(bucket.take(0.0) for _ in range(10))
+    assert not any(bucket.take(0.0) for _ in range(10))
+    assert not bucket.abusive  # 10 refusals: at the bound
+    assert not bucket.take(0.0)
+    assert bucket.abusive  # the 11th
+
+
+def test_steady_twice_the_limit_is_abuse_and_refusals_spread_out_are_not() -> None:
+    steady = TokenBucket(50.0, 100, 0.0)
+    now = 0.0
+    while not steady.abusive and now < 10:
+        steady.take(now)
+        now += 1 / 99  # 99 frames/s against 50/s: about 49 refused per second
+    assert steady.abusive and now < 5
+
+    spread = TokenBucket(50.0, 100, 0.0)
+    now = 0.0
+    for _ in range(30):  # bursts of 110 every 11 s: 10 refusals each time
+        for _ in range(110):
+            spread.take(now)
+        now += 11.0
+    assert not spread.abusive
+
+
 # FleetConnection replaces websockets' Connection.__init__ to keep idle connections
 # small; these tests catch a websockets release that changes what it relies on.
 

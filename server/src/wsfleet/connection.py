@@ -14,9 +14,18 @@ Outbound frames never wait. While the socket keeps up, a frame goes straight to
 the transport, the way ``websockets.broadcast`` writes. When the transport's write
 buffer passes its high-water mark (asyncio calls ``pause_writing``), frames wait in
 a per-connection backlog of references to the shared, already-encoded bytes, and
-``resume_writing`` flushes it. A backlog over its byte or message limit means a
-slow consumer: it is dropped and the connection closed with 4008, so memory stays
-bounded while every other member keeps receiving at full rate.
+``resume_writing`` flushes it. Every outbound byte counts toward the limit: the
+backlog plus the transport's write buffer, which also holds what websockets writes
+by itself (pongs answering the client's pings, close frames). Over the byte or
+message limit means a slow consumer: the backlog is dropped, the connection's
+further input is ignored (so a client that sends pings and reads nothing makes no
+more pongs) and it is closed with 4008, so memory stays bounded while every other
+member keeps receiving at full rate.
+
+Every inbound frame counts toward the rate limit (:class:`TokenBucket`): messages
+(text or binary) in :mod:`wsfleet.session`, ping and pong frames here, as
+websockets hands them over in ``process_event``. More than ``rate_burst`` frames
+refused within ``abuse_window`` seconds is abuse: close 4029.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.messages import SimpleQueue
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
+from websockets.frames import Opcode
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
@@ -70,6 +80,7 @@ class CloseCode:
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TOKEN_EXPIRED = 4001
     SLOW_CONSUMER = 4008
     RATE_LIMIT_ABUSE = 4029
 
@@ -82,12 +93,15 @@ class ConnectionPolicy:
     queue_messages: int = 1000
     rate_limit: float = 50.0
     rate_burst: int = 100
+    abuse_window: float = 10.0  # more than rate_burst refused frames within it: 4029
     close_timeout: float = 5.0
     max_request_body: int = 64 * 1024
     on_slow_consumer: Callable[[FleetConnection], None] | None = None
 
 
 _OPEN = State.OPEN
+_PING = Opcode.PING
+_PONG = Opcode.PONG
 
 _FRAME_PARSER = Protocol.parse.__code__
 _AT_EOF = StreamReader.at_eof.__code__
@@ -286,8 +300,15 @@ class FleetConnection(ServerConnection):
     def process_event(self, event: Event) -> None:
         if self.protocol.state is State.CONNECTING:
             super().process_event(event)  # the request, or frames sent ahead of the 101
-        else:
-            Connection.process_event(self, event)
+            return
+        opcode = getattr(event, "opcode", None)
+        if opcode is _PING or opcode is _PONG:
+            # Control frames count toward the rate limit like messages do. (A refused
+            # ping still got its pong from websockets: that pong counts as outbound.)
+            bucket = self.bucket()
+            if not bucket.take(time.monotonic()) and bucket.abusive:
+                self.close_soon(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
+        Connection.process_event(self, event)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -329,7 +350,9 @@ class FleetConnection(ServerConnection):
         rate = self.rate
         if rate is None:
             policy = self.policy
-            rate = self.rate = TokenBucket(policy.rate_limit, policy.rate_burst, time.monotonic())
+            rate = self.rate = TokenBucket(
+                policy.rate_limit, policy.rate_burst, time.monotonic(), policy.abuse_window
+            )
         return rate
 
     def add_room(self, room: str) -> None:
@@ -367,7 +390,7 @@ class FleetConnection(ServerConnection):
         self.backlog_bytes += len(frame)
         if (
             len(backlog) > self.policy.queue_messages
-            or self.backlog_bytes > self.policy.queue_bytes
+            or self.backlog_bytes + self.transport.get_write_buffer_size() > self.policy.queue_bytes
         ):
             self._overflow()
 
@@ -403,6 +426,15 @@ class FleetConnection(ServerConnection):
         if self.policy.on_slow_consumer is not None:
             self.policy.on_slow_consumer(self)
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _check_outbound(self) -> None:
+        """Count what websockets wrote by itself (pongs, close frames) toward the bound."""
+        if (
+            not self.overflowed
+            and self.backlog_bytes + self.transport.get_write_buffer_size()
+            > self.policy.queue_bytes
+        ):
+            self._overflow()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -509,7 +541,10 @@ class FleetConnection(ServerConnection):
         on without it. Only the opening request is inspected; frames go straight on.
         """
         if self.protocol.state is not State.CONNECTING:
+            if self.overflowed:
+                return  # closing a slow consumer: nothing it sends is answered any more
             super().data_received(data)
+            self._check_outbound()
             return
         head = data if self._head is None else self._head + data
         end = head.find(b"\r\n\r\n")
@@ -546,36 +581,44 @@ _background_tasks: set[asyncio.Task[None]] = set()
 class TokenBucket:
     """Inbound rate limit: ``rate`` frames per second with bursts of ``burst``.
 
-    Every refused frame adds a strike and every accepted one removes a strike, so a
-    client that only bursts now and then never accumulates them, while one that keeps
-    sending faster than the limit reaches ``burst`` strikes: sustained abuse.
+    Sustained abuse (PROTOCOL.md, close 4029) is more than ``burst`` refused frames
+    within ``window`` seconds; the times of the last ``burst + 1`` refusals are kept,
+    only by connections that had a frame refused.
     """
 
-    __slots__ = ("burst", "rate", "refilled_at", "strikes", "tokens")
+    __slots__ = ("burst", "rate", "refilled_at", "refused", "tokens", "window")
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
+    def __init__(self, rate: float, burst: int, now: float, window: float = 10.0) -> None:
         self.rate = rate
         self.burst = burst
+        self.window = window
         self.tokens = float(burst)
         self.refilled_at = now
-        self.strikes = 0
+        self.refused: collections.deque[float] | None = None
 
     def take(self, now: float) -> bool:
-        """True if a frame may be handled now."""
+        """True if a frame may be handled now; a refusal is recorded."""
         tokens = min(float(self.burst), self.tokens + (now - self.refilled_at) * self.rate)
         self.refilled_at = now
         if tokens >= 1.0:
             self.tokens = tokens - 1.0
-            if self.strikes:
-                self.strikes -= 1
             return True
         self.tokens = tokens
-        self.strikes += 1
+        refused = self.refused
+        if refused is None:
+            refused = self.refused = collections.deque(maxlen=self.burst + 1)
+        refused.append(now)
         return False
 
     @property
     def abusive(self) -> bool:
-        return self.strikes >= self.burst
+        """More than ``burst`` frames were refused within ``window`` seconds."""
+        refused = self.refused
+        return (
+            refused is not None
+            and len(refused) > self.burst
+            and refused[-1] - refused[0] <= self.window
+        )
 
 
 def _content_length(head: bytes) -> int | None:

@@ -122,18 +122,19 @@ async def handle_frame(
     metrics = context.metrics
     started = time.perf_counter()
     try:
-        if isinstance(data, bytes):
-            metrics.inbound_invalid.inc()
-            raise ProtocolError(ErrorCode.UNSUPPORTED, "binary frames are not supported")
+        # Every frame counts toward the rate limit, binary ones too.
         if not connection.bucket().take(time.monotonic()):
             metrics.inbound_invalid.inc()
-            request_id, room = echo_fields(data)
+            request_id, room = echo_fields(data) if isinstance(data, str) else (None, None)
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"more than {context.settings.rate_limit:g} frames per second",
                 request_id,
                 room,
             )
+        if isinstance(data, bytes):
+            metrics.inbound_invalid.inc()
+            raise ProtocolError(ErrorCode.UNSUPPORTED, "binary frames are not supported")
         try:
             command = parse_frame(data, context.limits)
         except ProtocolError:
