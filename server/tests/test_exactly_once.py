@@ -157,9 +157,7 @@ async def churner(
             since = segment.received[-1] if segment.received else segment.start
             if since is None:
                 break
-            rejoined = await join_room(
-                connection, room, tally, since=since, epoch=joined["epoch"]
-            )
+            rejoined = await join_room(connection, room, tally, since=since, epoch=joined["epoch"])
             if not rejoined["recovered"]:
                 tally.not_recovered += 1
                 break

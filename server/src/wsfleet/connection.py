@@ -45,8 +45,8 @@ from typing import ClassVar, TypeVar
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.messages import SimpleQueue
 from websockets.asyncio.server import Server, ServerConnection
-from websockets.http11 import Request, Response
 from websockets.frames import Opcode
+from websockets.http11 import Request, Response
 from websockets.protocol import Event, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader

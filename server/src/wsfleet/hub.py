@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 from wsfleet.broker import BrokerUnavailable, RedisBroker
 from wsfleet.connection import FleetConnection, text_frame
-from wsfleet.metrics import Metrics
 from wsfleet.logs import log_event
+from wsfleet.metrics import Metrics
 from wsfleet.protocol import encode, offset_key
 
 __all__ = ["Hub", "Room"]
@@ -268,12 +268,7 @@ class Hub:
             self.leave(connection, room)
 
     def _release_if_empty(self, local: Room) -> None:
-        if (
-            local.members
-            or local.ahead
-            or local.joining
-            or self.rooms.get(local.name) is not local
-        ):
+        if local.members or local.ahead or local.joining or self.rooms.get(local.name) is not local:
             return
         del self.rooms[local.name]
         self.metrics.local_rooms.set(len(self.rooms))

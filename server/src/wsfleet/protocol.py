@@ -170,6 +170,12 @@ def _require_room(frame: dict[str, Any], fail: Any) -> str:
     return room
 
 
+def _brackets(text: str | bytes) -> int:
+    if isinstance(text, str):
+        return text.count("[") + text.count("{")
+    return text.count(b"[") + text.count(b"{")
+
+
 def parse_frame(text: str | bytes, limits: Limits) -> Command:
     """Turn one inbound text frame into a command, or raise :class:`ProtocolError`."""
     try:
@@ -198,8 +204,12 @@ def parse_frame(text: str | bytes, limits: Limits) -> Command:
         room = _require_room(frame, fail)
         if "content" not in frame:
             raise fail(ErrorCode.BAD_MESSAGE, "missing field: content")
+        content = frame["content"]
+        # Counting brackets is cheap; only a frame with many of them is walked.
+        if _brackets(text) > codec.MAX_DEPTH and codec.depth_exceeds(content):
+            raise fail(ErrorCode.BAD_MESSAGE, f"content nests deeper than {codec.MAX_DEPTH} levels")
         try:
-            content_json = codec.dumps(frame["content"])
+            content_json = codec.dumps(content)
         except codec.EncodeError:
             raise fail(ErrorCode.BAD_MESSAGE, "content cannot be encoded as JSON") from None
         if len(content_json) > limits.max_content_size:
