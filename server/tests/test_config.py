@@ -56,11 +56,11 @@ def test_bad_values_name_the_flag_and_the_source(
 
 def test_secrets_from_files_are_read_and_never_shown(tmp_path: Path) -> None:
     secret_file = tmp_path / "jwt"
-    secret_file.write_text("s3cret-value\n")
+    secret_file.write_text("s3cret-value-long-enough-for-hs256-keys\n")
     settings = load_settings(
         {"jwt_secret_file": str(secret_file)}, {"WSFLEET_API_KEY": "key-value"}
     )
-    assert settings.jwt_secret == "s3cret-value"
+    assert settings.jwt_secret == "s3cret-value-long-enough-for-hs256-keys"
     assert settings.api_key == "key-value"
     shown = str(settings.redacted()) + repr(settings)
     assert "s3cret-value" not in shown and "key-value" not in shown
@@ -85,7 +85,7 @@ def test_command_line_fails_at_start_naming_the_flag() -> None:
             "--max-rooms",
             "-3",
             "--jwt-secret",
-            "topsecret",
+            "topsecret-topsecret-topsecret-topsecret",
         ],
         capture_output=True,
         text=True,
@@ -95,3 +95,24 @@ def test_command_line_fails_at_start_naming_the_flag() -> None:
     assert result.returncode == 2
     assert "--max-rooms" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout
+
+
+def test_a_weak_jwt_secret_is_refused_at_start_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--jwt-secret .*at least 32") as error:
+        load_settings({"jwt_secret": "31-bytes-is-one-byte-too-short"}, {})
+    assert "31-bytes" not in str(error.value)
+    assert load_settings({"jwt_secret": "x" * 32}, {}).jwt_secret == "x" * 32
+    secret_file = tmp_path / "jwt"
+    secret_file.write_text("short\n")
+    with pytest.raises(ConfigError, match=r"WSFLEET_JWT_SECRET_FILE.*too weak"):
+        load_settings({}, {"WSFLEET_JWT_SECRET_FILE": str(secret_file)})
+    result = subprocess.run(
+        [sys.executable, "-m", "wsfleet", "serve", "--jwt-secret", "changeme"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--jwt-secret" in result.stderr and "at least 32" in result.stderr
+    assert "changeme" not in result.stderr + result.stdout

@@ -41,6 +41,8 @@ class Settings:
     redis_password: str | None = field(default=None, repr=False)
     instance_id: str = ""
     jwt_secret: str | None = field(default=None, repr=False)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     api_key: str | None = field(default=None, repr=False)
     allowed_origins: tuple[str, ...] = ()
     history_size: int = 1000
@@ -148,6 +150,25 @@ def _non_empty_text(raw: Any) -> str:
     return value
 
 
+class WeakSecret(ValueError):
+    """A secret too short to be safe; the message never contains the secret."""
+
+
+# HS256 keys shorter than its 256-bit output can be brute-forced offline from one token.
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _jwt_secret(raw: Any) -> str:
+    value = _non_empty_text(raw)
+    length = len(value.encode("utf-8"))
+    if length < MIN_JWT_SECRET_BYTES:
+        raise WeakSecret(
+            f"too weak: {length} bytes, at least {MIN_JWT_SECRET_BYTES} are needed for HS256"
+            " (e.g. `openssl rand -hex 32`)"
+        )
+    return value
+
+
 def _boolean(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -217,10 +238,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("instance_id", _non_empty_text, "name of this instance (default HOST:PORT)"),
     Option(
         "jwt_secret",
-        _non_empty_text,
-        "HS256 secret; when set, /ws requires ?token=JWT (prefer --jwt-secret-file)",
+        _jwt_secret,
+        "HS256 secret, at least 32 bytes; when set, /ws requires ?token=JWT "
+        "(prefer --jwt-secret-file)",
         secret_file=True,
     ),
+    Option("jwt_audience", _non_empty_text, "required `aud` of tokens (default: not checked)"),
+    Option("jwt_issuer", _non_empty_text, "required `iss` of tokens (default: not checked)"),
     Option(
         "api_key",
         _non_empty_text,
@@ -367,7 +391,8 @@ def load_settings(
             values[option.name] = option.convert(raw)
         except ValueError as exc:
             # Never echo the value of a secret, not even a malformed one.
-            reason = "malformed secret" if option.name in SECRET_NAMES else str(exc)
+            weak_or_not_secret = isinstance(exc, WeakSecret) or option.name not in SECRET_NAMES
+            reason = str(exc) if weak_or_not_secret else "malformed secret"
             raise ConfigError(
                 f"invalid value for {option.flag} (from {source}): {reason}"
             ) from None

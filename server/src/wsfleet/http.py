@@ -94,7 +94,12 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
         if settings.jwt_secret:
             token = parse_qs(query).get("token", [None])[0]
             try:
-                identity = verify_token(token, settings.jwt_secret)
+                identity = verify_token(
+                    token,
+                    settings.jwt_secret,
+                    audience=settings.jwt_audience,
+                    issuer=settings.jwt_issuer,
+                )
             except AuthError as exc:
                 return refuse(connection, "auth", http.HTTPStatus.UNAUTHORIZED, str(exc))
             connection.identity = identity  # (its sender_json is encoded at its first publish)

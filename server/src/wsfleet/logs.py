@@ -3,11 +3,18 @@
 Structured fields are passed with ``extra={"fields": {...}}`` and become top-level
 keys of the JSON line. Nothing here knows any secret; callers pass only ids,
 addresses and counts (see :meth:`wsfleet.config.Settings.redacted`).
+
+Some fields come from clients (a close reason, a token's ``sub``); neither format
+lets them forge a log line. JSON escapes every control character. The text format
+prints a field that is not a plain word as a JSON string (ASCII, escaped), escapes
+control characters in the message, and indents every line of a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -43,6 +50,25 @@ class JsonFormatter(logging.Formatter):
             ).decode()
 
 
+# Characters that could end a line, hide text on a terminal or break key=value.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+
+
+def _escape_control(text: str) -> str:
+    return _CONTROL.sub(lambda match: json.dumps(match.group())[1:-1], text)
+
+
+def _text_value(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)
+    if isinstance(value, str) and _PLAIN_WORD.fullmatch(value):
+        return value
+    if isinstance(value, str):
+        return json.dumps(value)  # quoted, every non-ASCII and control character escaped
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
 class TextFormatter(logging.Formatter):
     """Human-readable lines: time, level, message, then key=value fields."""
 
@@ -50,10 +76,18 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = (
+            f"{self.formatTime(record)} {record.levelname} {record.name}: "
+            f"{_escape_control(record.getMessage())}"
+        )
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+            text += " " + " ".join(
+                f"{_escape_control(str(key))}={_text_value(value)}" for key, value in fields.items()
+            )
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            text += "".join("\n  | " + _escape_control(line) for line in trace.splitlines())
         return text
 
 

@@ -8,6 +8,7 @@ so a client that stops reading cannot stall its own handler either.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -54,6 +55,7 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
             user=connection.identity.subject if connection.identity else None,
             remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote),
         )
+    expiry = _close_when_token_expires(connection)
     send(
         context,
         connection,
@@ -84,6 +86,8 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
         )
         await connection.close_with(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
+        if expiry is not None:
+            expiry.cancel()
         context.hub.leave_all(connection)
         context.open_connections -= 1
         metrics.connected_clients.dec()
@@ -97,6 +101,18 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
             reason=connection.close_reason or None,
             seconds=round(time.monotonic() - connection.opened_at, 3),
         )
+
+
+def _close_when_token_expires(connection: FleetConnection) -> asyncio.TimerHandle | None:
+    """PROTOCOL.md: when the JWT's ``exp`` passes, the connection is closed with 4001."""
+    identity = connection.identity
+    if identity is None or identity.expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, identity.expires_at - time.time())
+    return loop.call_at(
+        loop.time() + delay, connection.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
+    )
 
 
 def _seconds(value: float) -> float | int:
