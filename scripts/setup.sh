@@ -16,7 +16,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 apt_install git make ca-certificates redis-server mmdebstrap dpkg-dev
 
 venv=$WSFLEET_ROOT/.venv
-stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml 2>/dev/null) <(python3 --version))
+stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml server/constraints.txt 2>/dev/null) <(python3 --version))
 if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" != "$stamp" ]; then
   log "creating the virtualenv .venv"
   python3 -m venv "$venv"
@@ -24,7 +24,7 @@ if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" != "$stamp" ]; then
   # once per package about each. Keep its real errors, drop that noise.
   pip_install() { "$venv/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
   pip_install -r requirements.txt
-  [ -f server/pyproject.toml ] && pip_install -e 'server[dev]'
+  [ -f server/pyproject.toml ] && pip_install -c server/constraints.txt -e 'server[dev]'
   "$venv/bin/python" -c 'import ansible, molecule, testinfra' || die "the virtualenv is incomplete (see pip's output above)"
   echo "$stamp" > "$venv/.wsfleet-stamp"
 else
