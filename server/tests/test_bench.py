@@ -281,3 +281,34 @@ def test_sender_json_is_small_for_the_life_of_a_connection() -> None:
         tracemalloc.stop()
     assert len(kept) == 1000
     assert grown < 1000 * 200, f"{grown / 1000:.0f} bytes per sender_json"
+
+
+async def test_churn_members_leave_and_resume_with_no_duplicate_gap_or_loss(
+    servers: list[ServerProcess],
+) -> None:
+    options = BenchOptions(
+        scenario="churn",
+        urls=urls(servers),
+        rooms=4,
+        clients_per_room=6,
+        churners=3,
+        publishers=2,
+        rate=200,
+        duration=2.0,
+    )
+    result = await run_scenario(options)
+    assert result["connections"]["members"] == 24
+    assert result["connections"]["churners"] == 12
+    assert result["connections"]["failures"] == {}
+    assert result["published"]["errors"] == {}
+    assert result["published"]["acked"] == result["published"]["sent"] > 200
+    assert result["resumes"] > 50
+    assert result["not_recovered"] == 0
+    assert (result["duplicated"], result["gaps"], result["out_of_order"], result["lost"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert result["resume_latency"]["count"] == result["resumes"]
+    assert result["latency"]["count"] == result["delivered"]

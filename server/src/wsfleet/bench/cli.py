@@ -13,6 +13,7 @@ from typing import Any
 __all__ = ["add_bench_parser", "expand_urls", "main", "parse_sources"]
 
 SCENARIOS = {
+    "churn": "fanout while members leave and resume: duplicates, gaps, loss, resume latency",
     "connect": "ramp to N connections: connects/s, handshake latency, failures, server memory",
     "fanout": "R rooms x C members, P publishers at a rate: deliveries/s, latency, loss, CPU",
     "idle": "hold N idle connections, ping each: what K servers hold and at what memory",
@@ -149,6 +150,18 @@ def add_bench_parser(commands: Any) -> None:
 
     from wsfleet.bench.suite import add_suite_arguments
 
+    churn = scenarios.add_parser("churn", help=SCENARIOS["churn"])
+    _common(churn)
+    churn.add_argument("--rooms", type=_positive_int, default=10)
+    churn.add_argument("--clients-per-room", type=_positive_int, default=10)
+    churn.add_argument(
+        "--churners", type=int, default=2, help="members per room that leave and resume (2)"
+    )
+    churn.add_argument("--publishers", type=_positive_int, default=2)
+    churn.add_argument("--rate", type=float, default=100.0, help="messages/s, all publishers")
+    churn.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
+    churn.add_argument("--payload", type=int, default=100, help="bytes of content (default 100)")
+
     suite = scenarios.add_parser(
         "suite",
         help="make bench: redis, servers and Node peers on loopback, every scenario, a report",
@@ -178,7 +191,9 @@ def options_from(args: argparse.Namespace) -> Any:
     if args.scenario == "idle":
         options.hold = args.hold
         options.check = True
-    if args.scenario == "fanout":
+    if args.scenario == "churn":
+        options.churners = args.churners
+    if args.scenario in ("fanout", "churn"):
         options.rooms = args.rooms
         options.clients_per_room = args.clients_per_room
         options.publishers = args.publishers
@@ -199,7 +214,7 @@ def write_outputs(result: dict[str, Any], json_path: str | None, plot_path: str 
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     if plot_path:
-        which = "latency" if result["scenario"] == "fanout" else "handshake"
+        which = "latency" if result["scenario"] in ("fanout", "churn") else "handshake"
         histogram = LatencyHistogram.from_json(result["histograms"][which])
         title = "end-to-end latency" if which == "latency" else "handshake latency"
         plot_latency([(str(result["label"]), histogram)], Path(plot_path), title)
@@ -231,6 +246,10 @@ def main(args: argparse.Namespace) -> int:
     write_outputs(result, args.json, args.plot)
     if result["scenario"] == "fanout" and (result["lost"] or result["duplicated"]):
         return 3  # the one outcome that is a failure whatever the speed
+    if result["scenario"] == "churn" and any(
+        result[key] for key in ("lost", "duplicated", "gaps", "out_of_order")
+    ):
+        return 3
     return 0
 
 

@@ -107,6 +107,26 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     """The figures of one result, as (name, value) pairs for a table."""
     rows: list[tuple[str, str]] = [("target", str(result.get("label")))]
     scenario = result["scenario"]
+    if scenario == "churn":
+        published = result["published"]
+        rows += [
+            (
+                "members (churning)",
+                f"{result['connections']['members']} ({result['connections']['churners']})",
+            ),
+            ("published / acked", f"{published['sent']:,} / {published['acked']:,}"),
+            ("resumes", _fmt(result["resumes"])),
+            ("not recovered", _fmt(result["not_recovered"])),
+            ("delivered", _fmt(result["delivered"])),
+            ("duplicated", _fmt(result["duplicated"])),
+            ("gaps", _fmt(result["gaps"])),
+            ("out of order", _fmt(result["out_of_order"])),
+            ("lost", _fmt(result["lost"])),
+        ]
+        for key in ("p50", "p99", "max"):
+            rows.append((f"resume {key}", _fmt(result["resume_latency"].get(f"{key}_ms"), "ms")))
+            rows.append((f"latency {key}", _fmt(result["latency"].get(f"{key}_ms"), "ms")))
+        return rows
     if scenario in ("connect", "idle"):
         connections = result["connections"]
         rows += [

@@ -14,6 +14,8 @@ memory and CPU from /proc between phases and merges what the workers measured.
   total rate for a duration; deliveries per second, end-to-end latency from the
   publisher's clock to the member's, lost and duplicated messages, CPU of the
   servers and of Redis.
+- ``churn``: the same with members leaving and resuming continuously
+  (:mod:`wsfleet.bench.churn`): duplicates, gaps, lost messages, resume latency.
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ class BenchOptions:
     duration: float = 10.0
     payload: int = 100  # bytes of content per message
     drain_timeout: float = 5.0  # no progress this long after publishing ends: stop
+    # churn
+    churners: int = 2  # members per room that keep leaving and resuming
+    seed: int = 11
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,6 +301,13 @@ async def run_scenario(
         result = await _run_connections(options, progress)
     elif options.scenario == "fanout":
         result = await _run_fanout(options, progress)
+    elif options.scenario == "churn":
+        from wsfleet.bench.churn import run_churn
+
+        try:
+            result = await run_churn(options, progress)
+        except ValueError as error:
+            raise BenchError(str(error)) from None
     else:
         raise BenchError(f"unknown scenario {options.scenario!r}")
     return {
