@@ -362,3 +362,70 @@ async def test_kill_9_of_an_instance_every_client_resumes_on_the_other(
         0,
         0,
     )
+
+
+async def test_gap_fill_after_a_subscriber_outage_and_resync_when_history_lost_it(
+    launch: Launcher, redis_client: aioredis.Redis
+) -> None:
+    """While instance A's subscriber is away, messages are published on B: A fills the
+    gap from history, once each; when history no longer holds what A's members last
+    got, they get ``joined`` again with ``recovered: false`` instead of a silent gap."""
+    a, b = launch(*SERVER_FLAGS), launch(*SERVER_FLAGS)
+    room = unique_room("gap")
+    member, _ = await connect(a.url)
+    await send_json(member, {"type": "join", "room": room})
+    assert (await next_frame(member))["type"] == "joined"
+    writer, _ = await connect(b.url)
+
+    async def publish_one(content: str) -> str:
+        while True:
+            await send_json(
+                writer, {"type": "message", "room": room, "content": content, "id": content}
+            )
+            frame = await next_frame(writer)
+            if frame["type"] == "ack":
+                offset: str = frame["offset"]
+                return offset
+            assert frame["code"] == "unavailable", frame
+            await asyncio.sleep(0.02)
+
+    async def outage(during: Any) -> None:
+        """Kill A's subscriber and keep it from reconnecting while ``during`` runs."""
+        # No new connection from now on (the ones open stay), then A's subscriber goes:
+        # B has no local room, so A's is the only subscriber connection.
+        await redis_client.config_set("maxclients", 1)
+        killed = await redis_client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+        assert int(killed) == 1
+        try:
+            await during()
+        finally:
+            await redis_client.config_set("maxclients", 10000)
+
+    first = await publish_one("first")
+    assert (await next_frame(member))["offset"] == first
+
+    missed: list[str] = []
+
+    async def publish_two() -> None:
+        missed.append(await publish_one("gap1"))
+        missed.append(await publish_one("gap2"))
+
+    await outage(publish_two)
+    filled = [(await next_frame(member))["offset"] for _ in range(2)]
+    assert filled == missed
+    live = await publish_one("live")
+    assert (await next_frame(member))["offset"] == live
+
+    async def publish_and_trim() -> None:
+        await publish_one("lost1")
+        await publish_one("lost2")
+        # History keeps only the newest entry: `live`, the last one A delivered, is gone.
+        await redis_client.xtrim(f"wsfleet:{{{room}}}:history", maxlen=1, approximate=False)
+
+    await outage(publish_and_trim)
+    resync = await next_frame(member)
+    assert (resync["type"], resync["recovered"], resync["replayed"]) == ("joined", False, 0)
+    after = await publish_one("after")
+    assert (await next_frame(member))["offset"] == after
+    await member.close()
+    await writer.close()
