@@ -4,11 +4,16 @@ One dedicated task owns the subscriber connection. It reads Redis and hands ever
 message to the hub at once, without awaiting any client, so a slow client never
 slows the reader (Redis drops subscribers whose output buffer overflows). When the
 connection drops, the task reconnects with jittered exponential backoff,
-resubscribes every local room, and fills the gap from the rooms' history before it
-relays live messages again, so delivery resumes without clients reconnecting.
+resubscribes every local room, and fills the gap from the rooms' history after each
+room's delivery watermark (see :mod:`wsfleet.hub`) before it relays live messages
+again, so delivery resumes without clients reconnecting; what the fill and the new
+subscription both bring is dropped by the watermark.
 
-Commands (publish, join reads, probes) go through a separate connection pool.
-Keys use a ``{room}`` hash tag so that a room's keys share one cluster slot.
+Commands (publish, join reads, probes) go through a separate connection pool. The
+publish script is idempotent per call (a token key records its offset for
+:data:`PUBLISH_TOKEN_TTL_MS`), so retrying it over a fresh connection after a lost
+reply never stores a message twice. Keys use a ``{room}`` hash tag so that a room's
+keys share one cluster slot.
 """
 
 from __future__ import annotations
