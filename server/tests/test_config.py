@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from wsfleet.compat import IncompatibleDependency, check_websockets
 from wsfleet.config import ConfigError, load_settings, redact_url
 
 
@@ -118,26 +116,3 @@ def test_a_weak_jwt_secret_is_refused_at_start_naming_the_setting(tmp_path: Path
     assert result.returncode == 2
     assert "--jwt-secret" in result.stderr and "at least 32" in result.stderr
     assert "changeme" not in result.stderr + result.stdout
-
-
-def test_serve_refuses_a_websockets_version_it_was_not_built_for(tmp_path: Path) -> None:
-    check_websockets()  # the installed one is fine
-    check_websockets("17.4.1")
-    for other in ("17.3", "17.0.1", "18.0", "17.40"):
-        with pytest.raises(IncompatibleDependency, match=f"websockets {other} is installed"):
-            check_websockets(other)
-    # A real start, with an older websockets' metadata first on the path.
-    fake = tmp_path / "site" / "websockets-17.3.dist-info"
-    fake.mkdir(parents=True)
-    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: websockets\nVersion: 17.3\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "wsfleet", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
-    )
-    assert result.returncode == 2
-    assert "websockets 17.3 is installed" in result.stderr
-    assert "constraints.txt" in result.stderr

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
-import inspect
-import re
+import os
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import websockets
-from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
-from wsfleet.connection import FleetConnection, TokenBucket, text_frame
+from wsfleet.connection import (
+    ConnectionPolicy,
+    ConnectionRegistry,
+    FleetConnection,
+    RequestAnswer,
+    TokenBucket,
+    text_frame,
+)
 
 
 def test_burst_then_steady_rate() -> None:
@@ -70,64 +74,122 @@ def test_steady_twice_the_limit_is_abuse_and_refusals_spread_out_are_not() -> No
     assert not spread.abusive
 
 
-# FleetConnection replaces websockets' Connection.__init__ to keep idle connections
-# small; these tests catch a websockets release that changes what it relies on.
+# The connection layer on websockets' Sans-I/O API, served in-process with a
+# handler that echoes text messages (unit tests of the layer, real sockets).
 
 
-def _attributes_set_by(function: Any) -> set[str]:
-    return set(re.findall(r"self\.(\w+)(?:: [^=\n]+)? = ", inspect.getsource(function)))
+class EchoHandler:
+    def __init__(self) -> None:
+        self.requests: list[weakref.ref[Request]] = []
+        self.open: list[FleetConnection] = []
+        self.gone: list[FleetConnection] = []
+
+    def process_request(self, connection: FleetConnection, request: Request) -> RequestAnswer:
+        self.requests.append(weakref.ref(request))
+        return None
+
+    def opened(self, connection: FleetConnection) -> None:
+        self.open.append(connection)
+
+    def message(self, connection: FleetConnection, data: str | bytes) -> Awaitable[None] | None:
+        if data == "slow":
+            return self._slow(connection)
+        connection.send_frame(data.encode() if isinstance(data, str) else b"binary")
+        return None
+
+    async def _slow(self, connection: FleetConnection) -> None:
+        await asyncio.sleep(0.05)
+        connection.send_frame(b"slow done")
+
+    def closed(self, connection: FleetConnection) -> None:
+        self.gone.append(connection)
 
 
-def test_every_attribute_websockets_sets_in_init_has_a_value() -> None:
-    expected = _attributes_set_by(Connection.__init__) | _attributes_set_by(
-        ServerConnection.__init__
-    )
-    assert "pending_pings" in expected and "request_rcvd" in expected  # the regex works
-    ours = _attributes_set_by(FleetConnection.__init__)
-    missing = {name for name in expected - ours if name not in vars(FleetConnection)}
-    assert not missing, f"websockets sets attributes FleetConnection lacks: {missing}"
+@pytest.fixture
+async def echo() -> AsyncIterator[tuple[EchoHandler, int]]:
+    handler = EchoHandler()
+    registry = ConnectionRegistry(ConnectionPolicy(max_size=4096), handler)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FleetConnection(registry), "127.0.0.1", 0)
+    yield handler, server.sockets[0].getsockname()[1]
+    server.close()
+    for connection in list(registry.connections):
+        connection.abort()
 
 
-async def _serve_one(check: Callable[[FleetConnection, weakref.ref[Request]], None]) -> None:
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def handler(connection: ServerConnection) -> None:
-        assert isinstance(connection, FleetConnection)
-        assert connection.request is not None
-        request = weakref.ref(connection.request)
-        connection.opened()
-        try:
-            check(connection, request)
-            await connection.send("checked")
-            assert await connection.recv() == "echo"
-            await connection.send("echo")
-        except BaseException as exc:
-            done.set_exception(exc)
-            raise
-        done.set_result(None)
-
-    async with serve(
-        handler, "127.0.0.1", 0, create_connection=FleetConnection, ping_interval=None
-    ) as server:
-        port = server.sockets[0].getsockname()[1]
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
-            assert await client.recv() == "checked"
-            await client.send("echo")
-            assert await client.recv() == "echo"
-        await asyncio.wait_for(done, 5)
-
-
-async def test_open_connection_keeps_no_handshake_and_a_compact_dict() -> None:
-    def check(connection: FleetConnection, request: weakref.ref[Request]) -> None:
+async def test_open_connection_keeps_no_handshake_request_and_no_dict(
+    echo: tuple[EchoHandler, int],
+) -> None:
+    handler, port = echo
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", compression=None) as client:
+        await client.send("hello")
+        assert await client.recv() == "hello"
         gc.collect()
-        assert connection.request is None and connection.response is None
-        assert request() is None, "something still holds the handshake request"
-        # CPython 3.11 keeps a compact shared-key __dict__ up to ~29 attributes.
-        assert len(vars(connection)) <= 20, sorted(vars(connection))
-        assert connection.pending_pings == {} and not connection.drain_waiters
-        assert connection.close_timeout == 10 and connection.ping_interval is None
+        assert handler.requests and handler.requests[0]() is None, "the request is still held"
+        (connection,) = handler.open
+        assert not hasattr(connection, "__dict__")
+    await asyncio.wait_for(_until(lambda: handler.gone), 5)
 
-    await _serve_one(check)
+
+async def test_messages_are_handed_over_in_order_while_one_waits(
+    echo: tuple[EchoHandler, int],
+) -> None:
+    _, port = echo
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+        for text in ("slow", "a", "b", "slow", "c"):
+            await client.send(text)
+        got = [await client.recv() for _ in range(5)]
+        assert got == ["slow done", "a", "b", "slow done", "c"]
+        await client.send(["frag", "mented"])  # one message in three frames
+        assert await client.recv() == "fragmented"
+
+
+def _masked(opcode: Opcode, payload: bytes) -> bytes:
+    return Frame(opcode, payload).serialize(mask=True, extensions=[])
+
+
+async def _raw_upgrade(
+    port: int, ahead: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        + ahead
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def test_a_frame_sent_ahead_of_the_101_is_answered(echo: tuple[EchoHandler, int]) -> None:
+    _, port = echo
+    reader, writer = await _raw_upgrade(port, _masked(Opcode.TEXT, b"early"))
+    assert await reader.readexactly(7) == text_frame(b"early")
+    writer.close()
+
+
+async def test_invalid_utf8_closes_1007_and_too_big_closes_1009(
+    echo: tuple[EchoHandler, int],
+) -> None:
+    _, port = echo
+    for payload, code in ((b"\xff\xfe", 1007), (b"x" * 5000, 1009)):
+        reader, writer = await _raw_upgrade(port)
+        writer.write(_masked(Opcode.TEXT, payload))
+        close = await reader.readexactly(4)
+        assert close[0] == 0x88
+        assert int.from_bytes(close[2:4], "big") == code
+        writer.close()
+
+
+async def _until(condition: object) -> None:
+    assert callable(condition)
+    while not condition():
+        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])

@@ -402,6 +402,8 @@ class RedisBroker:
             while not all(waiter.done() for waiter in waiters):
                 self._dispatch(await connection.read_response(push_request=True))
             self._subscriber_up = True
+            # (/health reads `up` now: the metric must agree while the gaps fill.)
+            self._state_changed()
             await self._fill_gaps(rooms)
         self._subscriber_up = True
         self._state_changed()

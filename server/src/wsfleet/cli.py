@@ -14,7 +14,6 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from wsfleet import __version__
-from wsfleet.compat import IncompatibleDependency, check_websockets
 from wsfleet.config import ConfigError, add_arguments, load_settings
 from wsfleet.logs import configure_logging
 
@@ -67,11 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             settings = load_settings(args)
         except ConfigError as exc:
-            print(f"wsfleet serve: {exc}", file=sys.stderr)
-            return 2
-        try:
-            check_websockets()
-        except IncompatibleDependency as exc:
             print(f"wsfleet serve: {exc}", file=sys.stderr)
             return 2
         configure_logging(settings.log_format, settings.log_level)

@@ -1,61 +1,74 @@
-"""Per-connection state: identity, rooms, inbound rate limit and a bounded outbound queue.
+"""One WebSocket connection: an ``asyncio.Protocol`` around websockets' Sans-I/O layer.
 
-:class:`FleetConnection` extends websockets' ``ServerConnection`` rather than
-wrapping it, so an idle connection costs no extra object, task or buffer beyond
-what websockets keeps, and it trims that too (about 17 KB -> 5.5 KB of RSS per idle
-connection): websockets' constructor is replaced so that options and defaults live on
-the class and the instance ``__dict__`` stays in CPython's compact form; the
-handshake request and response are dropped once the connection is open; the frame
-queue, the drain waiters, the pending pings, the room set and the rate limit are
-created when first needed; and the server pings from one task
-(:mod:`wsfleet.keepalive`) instead of a keepalive task per connection.
+websockets documents its Sans-I/O layer (:class:`websockets.server.ServerProtocol`)
+for integrations like this one: bytes from the network go in with ``receive_data``,
+``events_received`` hands out the handshake request and the frames,
+``data_to_send`` hands back the bytes to write, and ``close_expected`` says when the
+TCP connection should be closed after a timeout. Everything else is here, on the
+event loop's callbacks (``data_received``, ``pause_writing``...): no task per
+connection, no reader coroutine. A task exists only while a frame of the connection
+awaits Redis (a publish, a join), and the connection's later frames wait in its
+``inbox`` meanwhile, so they are handled one at a time in the order they came.
+
+An idle connection is small: this class has ``__slots__``, rarely used state is
+created when first needed (the backlog, the room set, the rate limit, the futures
+of a close) and the handshake is done by one ``ServerProtocol`` while the open
+connection runs on another, made with ``state=OPEN`` (a documented constructor
+argument): the handshake protocol holds the request (its headers, ~2 KB) for as
+long as it lives, so it is dropped after the upgrade. (With permessage-deflate
+negotiated the handshake protocol stays, as it holds the negotiated extension.)
 
 Outbound frames never wait. While the socket keeps up, a frame goes straight to
-the transport, the way ``websockets.broadcast`` writes. When the transport's write
-buffer passes its high-water mark (asyncio calls ``pause_writing``), frames wait in
-a per-connection backlog of references to the shared, already-encoded bytes, and
-``resume_writing`` flushes it. Every outbound byte counts toward the limit: the
-backlog plus the transport's write buffer, which also holds what websockets writes
-by itself (pongs answering the client's pings, close frames). Over the byte or
-message limit means a slow consumer: the backlog is dropped, the connection's
-further input is ignored (so a client that sends pings and reads nothing makes no
-more pongs) and it is closed with 4008, so memory stays bounded while every other
-member keeps receiving at full rate.
+the transport. When the transport's write buffer passes its high-water mark
+(asyncio calls ``pause_writing``), frames wait in a per-connection backlog of
+references to the shared, already-encoded bytes, and ``resume_writing`` flushes
+it. Every outbound byte counts toward the limit: the backlog plus the transport's
+write buffer, which also holds what the protocol writes by itself (pongs answering
+the client's pings, close frames). Over the byte or message limit means a slow
+consumer: the backlog is dropped, the connection's further input is ignored (so a
+client that sends pings and reads nothing makes no more pongs) and it is closed
+with 4008, so memory stays bounded while every other member keeps receiving.
 
 Every inbound frame counts toward the rate limit (:class:`TokenBucket`): messages
-(text or binary) in :mod:`wsfleet.session`, ping and pong frames here, as
-websockets hands them over in ``process_event``. More than ``rate_burst`` frames
-refused within ``abuse_window`` seconds is abuse: close 4029.
+(text or binary) in :mod:`wsfleet.session`, ping and pong frames here. More than
+``rate_burst`` frames refused within ``abuse_window`` seconds is abuse: close 4029.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import random
 import secrets
 import struct
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
+from typing import cast
 
-from websockets.asyncio.connection import Connection
-from websockets.asyncio.messages import SimpleQueue
-from websockets.asyncio.server import Server, ServerConnection
-from websockets.frames import Opcode
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event, Protocol, State
+from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.streams import StreamReader
-from websockets.typing import DataLike, LoggerLike
 
 from wsfleet.auth import Identity
 from wsfleet.codec import stdlib_dumps
 
-__all__ = ["CloseCode", "ConnectionPolicy", "FleetConnection", "TokenBucket", "text_frame"]
+__all__ = [
+    "CloseCode",
+    "ConnectionHandler",
+    "ConnectionPolicy",
+    "ConnectionRegistry",
+    "FleetConnection",
+    "TokenBucket",
+    "text_frame",
+]
+
+logger = logging.getLogger("wsfleet.connection")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -77,6 +90,7 @@ class CloseCode:
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    INVALID_DATA = 1007
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
@@ -85,7 +99,33 @@ class CloseCode:
     RATE_LIMIT_ABUSE = 4029
 
 
-@dataclass(frozen=True, slots=True)
+# What a request handler answers: a response (sent, then the connection ends),
+# None (go on with the upgrade), or an awaitable of either (e.g. a publish).
+RequestAnswer = Response | None | Awaitable[Response | None]
+
+
+class ConnectionHandler(TypingProtocol):
+    """What the server does with a connection's handshake, messages and end."""
+
+    def process_request(self, connection: FleetConnection, request: Request) -> RequestAnswer:
+        """Answer an HTTP request, or return None to accept the WebSocket upgrade."""
+        ...
+
+    def opened(self, connection: FleetConnection) -> None:
+        """The upgrade is done: the connection is open."""
+        ...
+
+    def message(self, connection: FleetConnection, data: str | bytes) -> Awaitable[None] | None:
+        """Handle one message; an awaitable if handling it must wait (it is awaited
+        before the connection's next message is handed over)."""
+        ...
+
+    def closed(self, connection: FleetConnection) -> None:
+        """The TCP connection is gone and no message of it is being handled."""
+        ...
+
+
+@dataclass(slots=True)
 class ConnectionPolicy:
     """Limits and hooks shared by every connection of one server."""
 
@@ -95,261 +135,156 @@ class ConnectionPolicy:
     rate_burst: int = 100
     abuse_window: float = 10.0  # more than rate_burst refused frames within it: 4029
     close_timeout: float = 5.0
+    open_timeout: float = 10.0  # the handshake must be done within it
     max_request_body: int = 64 * 1024
+    max_size: int | None = 1024 * 1024  # inbound message size (1009 beyond)
+    # Transport write buffer above which frames wait in the backlog (references to
+    # shared bytes rather than per-connection copies).
+    write_limit: int = 16 * 1024
+    # Messages waiting while one is handled before reading pauses.
+    max_inbox: int = 8
+    extensions: Sequence[ServerExtensionFactory] | None = None
     on_slow_consumer: Callable[[FleetConnection], None] | None = None
 
 
+@dataclass(eq=False)
+class ConnectionRegistry:
+    """One server's policy, handler and connections (handshaking ones included)."""
+
+    policy: ConnectionPolicy
+    handler: ConnectionHandler
+    connections: set[FleetConnection] = field(default_factory=set)
+
+
 _OPEN = State.OPEN
+_CONNECTING = State.CONNECTING
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
 _PING = Opcode.PING
 _PONG = Opcode.PONG
-
-_FRAME_PARSER = Protocol.parse.__code__
-_AT_EOF = StreamReader.at_eof.__code__
-_NO_PINGS: dict[bytes, tuple[asyncio.Future[float], float]] = {}
-_NO_WAITERS: collections.deque[asyncio.Future[None]] = collections.deque(maxlen=0)
-
-T = TypeVar("T")
-
-
-class _LazyQueue(SimpleQueue[T]):
-    """websockets' frame queue, holding a deque only while it holds frames."""
-
-    queue: collections.deque[T]
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.get_waiter: asyncio.Future[None] | None = None
-        self.queue = _NO_FRAMES  # type: ignore[assignment]
-
-    def put(self, item: T) -> None:
-        if self.queue is _NO_FRAMES:
-            self.queue = collections.deque()
-        super().put(item)
-
-    async def get(self, block: bool = True) -> T:
-        # SimpleQueue.get, inlined rather than awaited: a coroutine frame less
-        # for every connection waiting for its next frame.
-        if not self.queue:
-            if not block:
-                raise EOFError("stream of frames ended")
-            assert self.get_waiter is None, "cannot call get() concurrently"
-            self.get_waiter = self.loop.create_future()
-            try:
-                await self.get_waiter
-            finally:
-                self.get_waiter.cancel()
-                self.get_waiter = None
-        item = self.queue.popleft()
-        if not self.queue:
-            self.queue = _NO_FRAMES  # type: ignore[assignment]
-        return item
-
-    def put_back(self, items: Sequence[T]) -> None:
-        if self.queue is _NO_FRAMES:
-            self.queue = collections.deque()
-        super().put_back(items)
-
-
-_NO_FRAMES: collections.deque[object] = collections.deque(maxlen=0)
 
 # Payload of the server's keepalive pings (see wsfleet.keepalive), one per process.
 KEEPALIVE_PAYLOAD = struct.pack("!I", random.getrandbits(32))
 
+# Upper bound on an HTTP request head kept aside while its body arrives.
+MAX_HEAD = 64 * 1024
 
-class FleetConnection(ServerConnection):
+_background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coroutine: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+
+
+class FleetConnection(asyncio.Protocol):
     """A WebSocket connection with wsfleet's state; see the module docstring."""
 
-    policy: ClassVar[ConnectionPolicy] = ConnectionPolicy()
+    __slots__ = (
+        "_flushed",
+        "_head",
+        "_lost_waiter",
+        "_timer",
+        "backlog",
+        "backlog_bytes",
+        "busy",
+        "closing",
+        "compressed",
+        "conn_id",
+        "eof",
+        "expiry",
+        "fragments",
+        "identity",
+        "inbox",
+        "latency",
+        "lost",
+        "opened_at",
+        "overflowed",
+        "paused",
+        "ping_sent_at",
+        "protocol",
+        "rate",
+        "reading_paused",
+        "registry",
+        "request_body",
+        "request_body_too_large",
+        "rooms",
+        "sender",
+        "transport",
+    )
 
-    # Rarely used state lives on the class until a connection needs its own value,
-    # which keeps idle connections small.
-    backlog: collections.deque[bytes] | None = None
-    backlog_bytes: int = 0
-    overflowed: bool = False
-    closing: bool = False  # the server decided to close this connection
-    request_body: bytes | None = None
-    request_body_too_large: bool = False
-    identity: Identity | None = None
-    _flushed: asyncio.Future[None] | None = None
-    _head: bytes | None = None  # partial HTTP request while a body is being read
-    ping_sent_at: float = 0.0  # loop time of the unanswered keepalive ping, 0.0 if none
-    rooms: AbstractSet[str] = frozenset()  # a set of its own from the first join
-    rate: TokenBucket | None = None  # from the first inbound frame
-    _sender_json: bytes | None = None  # from the first publish
+    transport: asyncio.Transport
 
-    # websockets' Connection state that is the same for (almost) every connection
-    # lives on the class too: see __init__.
-    ping_interval: float | None = None
-    ping_timeout: float | None = None
-    close_timeout: float | None = 10
-    max_queue_high: int | None = 16
-    max_queue_low: int | None = None
-    write_limit_high: int = 2**15
-    write_limit_low: int | None = None
-    close_deadline: float | None = None
-    send_in_progress: asyncio.Future[None] | None = None
-    latency: float = 0.0
-    keepalive_task: asyncio.Task[None] | None = None
-    connection_exc: BaseException | None = None
-    paused: bool = False
-    # Empty and shared until used: ping() and drain() give a connection its own.
-    pending_pings: dict[bytes, tuple[asyncio.Future[float], float]] = _NO_PINGS
-    drain_waiters: collections.deque[asyncio.Future[None]] = _NO_WAITERS
-
-    def __init__(
-        self,
-        protocol: ServerProtocol,
-        server: Server,
-        *,
-        ping_interval: float | None = 20,
-        ping_timeout: float | None = 20,
-        close_timeout: float | None = 10,
-        max_queue: int | tuple[int | None, int | None] | None = 16,
-        write_limit: int | tuple[int, int | None] = 2**15,
-    ) -> None:
-        """websockets 17's ``Connection.__init__`` and ``ServerConnection.__init__``, slim.
-
-        They are not called: they set ~30 attributes, most of them the same for every
-        connection, and past 29 instance attributes CPython 3.11 gives up its compact
-        shared-key ``__dict__`` (~0.3 KB) for a regular dict (~1.7 KB). Here only
-        what differs per connection goes on the instance; the rest are class
-        attributes above (an option differing from the class's goes on the
-        instance), the protocol's logger is not wrapped in a per-connection
-        ``LoggerAdapter``, and ``id``, ``logger``, ``debug`` and ``loop`` are
-        properties. ``tests/test_connection.py`` checks this against websockets.
-        """
-        self.protocol = protocol
-        self.server = server
-        loop = asyncio.get_running_loop()
-        self.request: Request | None = None
-        self.response: Response | None = None
-        self.request_rcvd: asyncio.Future[None] = loop.create_future()
-        self.connection_lost_waiter: asyncio.Future[None] = loop.create_future()
-        if isinstance(max_queue, int) or max_queue is None:
-            max_queue_high, max_queue_low = max_queue, None
-        else:
-            max_queue_high, max_queue_low = max_queue
-        if isinstance(write_limit, int):
-            write_limit_high, write_limit_low = write_limit, None
-        else:
-            write_limit_high, write_limit_low = write_limit
-        options = (
-            ("ping_interval", ping_interval),
-            ("ping_timeout", ping_timeout),
-            ("close_timeout", close_timeout),
-            ("max_queue_high", max_queue_high),
-            ("max_queue_low", max_queue_low),
-            ("write_limit_high", write_limit_high),
-            ("write_limit_low", write_limit_low),
-        )
-        cls = type(self)
-        for name, value in options:
-            if getattr(cls, name) != value:
-                setattr(self, name, value)
-        # wsfleet's own state. Attributes set later in a connection's usual life
-        # are set here first, so that every connection adds them in the same order.
+    def __init__(self, registry: ConnectionRegistry) -> None:
+        policy = registry.policy
+        self.registry = registry
+        self.protocol = ServerProtocol(extensions=policy.extensions, max_size=policy.max_size)
         self.conn_id = secrets.token_urlsafe(9)
+        self.identity: Identity | None = None
+        self.expiry: asyncio.TimerHandle | None = None  # closes it when its token expires
+        self.rooms: AbstractSet[str] = frozenset()  # a set of its own from the first join
+        self.rate: TokenBucket | None = None  # from the first inbound frame
+        self.sender: bytes | None = None  # the encoded `from` field, from the first publish
+        self.backlog: collections.deque[bytes] | None = None
+        self.backlog_bytes = 0
+        self.inbox: collections.deque[str | bytes] | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message being received
+        self.busy = False  # a message is being handled (a task awaits it)
+        self.paused = False  # the transport asked us to stop writing
+        self.reading_paused = False
+        self.overflowed = False
+        self.compressed = False  # permessage-deflate was negotiated
+        self.closing = False  # the server decided to close this connection
+        self.lost = False  # the TCP connection is gone
+        self.eof = False  # the protocol was told the stream ended
         self.opened_at = 0.0
-        self.ping_sent_at = 0.0
+        self.ping_sent_at = 0.0  # loop time of the unanswered keepalive ping, 0.0 if none
         self.latency = 0.0
+        self.request_body: bytes | None = None
+        self.request_body_too_large = False
+        self._head: bytes | None = None  # a partial HTTP request while its body is read
+        self._timer: asyncio.TimerHandle | None = None  # open or close timeout
+        self._lost_waiter: asyncio.Future[None] | None = None
+        self._flushed: asyncio.Future[None] | None = None
+
+    # Properties
 
     @property
-    def id(self) -> uuid.UUID:  # type: ignore[override]
-        return self.protocol.id
+    def policy(self) -> ConnectionPolicy:
+        return self.registry.policy
 
     @property
-    def logger(self) -> LoggerLike:  # type: ignore[override]
-        return self.protocol.logger
+    def is_open(self) -> bool:
+        return self.protocol.state is _OPEN
 
     @property
-    def debug(self) -> bool:  # type: ignore[override]
-        return self.protocol.debug
+    def close_code(self) -> int | None:
+        return self.protocol.close_code
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:  # type: ignore[override]
-        return asyncio.get_running_loop()
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
 
-    def opened(self) -> None:
-        """The handshake is over: drop what only the handshake needed.
-
-        The request and its headers (~2 KB) are not read after the upgrade;
-        ``process_event`` below no longer needs them to tell the handshake request
-        from frames. Besides ``self.request``, the sans-I/O protocol's parser
-        holds the request as a local variable for the connection's whole life: it
-        is a generator that parsed the request and then runs the frame parser.
-        While that frame parser waits between two frames (the usual case, as
-        clients wait for ``welcome``), it is replaced by a fresh frame parser in
-        the same state, which lets the request go.
-        """
-        self.opened_at = time.monotonic()
-        self.request = None
-        self.response = None
-        del self.request_rcvd  # awaited only by the handshake
-        protocol = self.protocol
-        frames = getattr(protocol.parser, "gi_yieldfrom", None)
-        waiting = getattr(frames, "gi_yieldfrom", None)
-        if (
-            getattr(frames, "gi_code", None) is _FRAME_PARSER
-            and getattr(waiting, "gi_code", None) is _AT_EOF
-            and not protocol.reader.buffer
-        ):
-            parser = Protocol.parse(protocol)
-            next(parser)  # up to the same point: waiting for the next frame
-            protocol.parser = parser
-
-    def process_event(self, event: Event) -> None:
-        if self.protocol.state is State.CONNECTING:
-            super().process_event(event)  # the request, or frames sent ahead of the 101
-            return
-        opcode = getattr(event, "opcode", None)
-        if opcode is _PING or opcode is _PONG:
-            # Control frames count toward the rate limit like messages do. (A refused
-            # ping still got its pong from websockets: that pong counts as outbound.)
-            bucket = self.bucket()
-            if not bucket.take(time.monotonic()) and bucket.abusive:
-                self.close_soon(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
-        Connection.process_event(self, event)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        # A queue of frames without a 624-byte deque block while it is empty.
-        self.recv_messages.frames = _LazyQueue()
-
-    async def ping(self, data: DataLike | None = None) -> Awaitable[float]:
-        if self.pending_pings is _NO_PINGS:
-            self.pending_pings = {}
-        return await super().ping(data)
-
-    async def drain(self) -> None:
-        # websockets' drain(), with a deque of waiters of its own only when it waits.
-        if self.transport.is_closing():
-            await asyncio.sleep(0)
-        if self.paused:
-            if self.drain_waiters is _NO_WAITERS:
-                self.drain_waiters = collections.deque()
-            waiter = self.loop.create_future()
-            self.drain_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self.drain_waiters.remove(waiter)
-
-    # Per-connection state created when first needed
+    @property
+    def remote_address(self) -> object:
+        return self.transport.get_extra_info("peername")
 
     @property
     def sender_json(self) -> bytes:
         """The ``from`` field of this connection's messages, encoded once."""
-        sender = self._sender_json
+        sender = self.sender
         if sender is None:
             subject = self.identity.subject if self.identity is not None else self.conn_id
-            sender = self._sender_json = stdlib_dumps(subject)
+            sender = self.sender = stdlib_dumps(subject)
         return sender
 
     def bucket(self) -> TokenBucket:
         """The inbound rate limit (full when created, as it would be when idle)."""
         rate = self.rate
         if rate is None:
-            policy = self.policy
+            policy = self.registry.policy
             rate = self.rate = TokenBucket(
                 policy.rate_limit, policy.rate_burst, time.monotonic(), policy.abuse_window
             )
@@ -368,51 +303,121 @@ class FleetConnection(ServerConnection):
             if not rooms:
                 self.rooms = frozenset()
 
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports implement asyncio.Transport without subclassing it.)
+        self.transport = transport = cast(asyncio.Transport, transport)
+        policy = self.registry.policy
+        transport.set_write_buffer_limits(high=policy.write_limit)
+        self.registry.connections.add(self)
+        self._timer = asyncio.get_running_loop().call_later(
+            policy.open_timeout, self._open_timed_out
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.registry.connections.discard(self)
+        protocol = self.protocol
+        if not self.eof:  # (receive_eof is idempotent since websockets 14 only)
+            self.eof = True
+            protocol.receive_eof()
+            protocol.events_received()
+            protocol.data_to_send()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.backlog = None
+        self.backlog_bytes = 0
+        self.inbox = None
+        for future in (self._lost_waiter, self._flushed):
+            if future is not None and not future.done():
+                future.set_result(None)
+        if self.opened_at and not self.busy:
+            self._finish()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._flush_backlog()
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        if protocol.state is not _CONNECTING:
+            if self.overflowed:
+                return  # closing a slow consumer: nothing it sends is answered any more
+            protocol.receive_data(data)
+            self._handle_frames(protocol.events_received())
+            self.send_data()
+            if not self.overflowed:
+                self._check_outbound()
+            return
+        self._receive_request(data)
+
+    def eof_received(self) -> bool | None:
+        if not self.eof:
+            self.eof = True
+            self.protocol.receive_eof()
+            self.send_data()
+        return None  # close the transport
+
     # Outbound
 
+    def send_data(self) -> None:
+        """Write what the protocol has to send; half-close when it says the stream ends."""
+        transport = self.transport
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        if self._timer is None and self.protocol.close_expected() and not self.lost:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.registry.policy.close_timeout, self._abort
+            )
+
     def send_frame(self, frame: bytes) -> None:
-        """Send one encoded text frame now, or queue it; never blocks, never raises."""
+        """Send one encoded text message now, or queue it; never blocks, never raises."""
         if self.protocol.state is not _OPEN:
             return
         backlog = self.backlog
         if backlog is None:
             if not self.paused:
-                try:
-                    self.protocol.send_text(frame)
-                    self.send_data()
-                except Exception:  # noqa: S110 - a broken transport reports itself via connection_lost
-                    pass
+                self.protocol.send_text(frame)
+                self.send_data()
                 return
             if self.overflowed:
                 return  # closing with 4008; nothing more is queued for it
             backlog = self.backlog = collections.deque()
         backlog.append(frame)
         self.backlog_bytes += len(frame)
+        policy = self.registry.policy
         if (
-            len(backlog) > self.policy.queue_messages
-            or self.backlog_bytes + self.transport.get_write_buffer_size() > self.policy.queue_bytes
+            len(backlog) > policy.queue_messages
+            or self.backlog_bytes + self.transport.get_write_buffer_size() > policy.queue_bytes
         ):
             self._overflow()
 
     def send_framed(self, frame: bytes, wire: bytes) -> None:
-        """:meth:`send_frame` for a frame the caller framed already (:func:`text_frame`).
+        """:meth:`send_frame` for a message the caller framed already (:func:`text_frame`).
 
         The hub frames a message once for all its members; while a connection is
         open, uncompressed and keeping up, the framed bytes go straight to its
-        transport: one ``write`` and no trip through the sans-I/O protocol, which
-        would build the same header again. Otherwise ``frame`` takes the usual way.
+        transport: one ``write``, and the protocol does not build the same header
+        again. (Unfragmented, unmasked server frames need no protocol state.)
+        Otherwise ``frame`` takes the usual way.
         """
-        protocol = self.protocol
         if (
             self.backlog is None
             and not self.paused
-            and protocol.state is _OPEN
-            and not protocol.extensions
+            and self.protocol.state is _OPEN
+            and not self.compressed
         ):
-            try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
-                self.transport.write(wire)
-            except Exception:  # noqa: S110 - a broken transport reports itself via connection_lost
-                pass
+            self.transport.write(wire)
             return
         self.send_frame(frame)
 
@@ -423,22 +428,17 @@ class FleetConnection(ServerConnection):
         self.overflowed = True
         self.backlog = None
         self.backlog_bytes = 0
-        if self.policy.on_slow_consumer is not None:
-            self.policy.on_slow_consumer(self)
-        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+        if self.registry.policy.on_slow_consumer is not None:
+            self.registry.policy.on_slow_consumer(self)
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _check_outbound(self) -> None:
-        """Count what websockets wrote by itself (pongs, close frames) toward the bound."""
+        """Count what the protocol wrote by itself (pongs, close frames) toward the bound."""
         if (
-            not self.overflowed
-            and self.backlog_bytes + self.transport.get_write_buffer_size()
-            > self.policy.queue_bytes
+            self.backlog_bytes + self.transport.get_write_buffer_size()
+            > self.registry.policy.queue_bytes
         ):
             self._overflow()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._flush_backlog()
 
     def _flush_backlog(self) -> None:
         backlog = self.backlog
@@ -448,11 +448,8 @@ class FleetConnection(ServerConnection):
         while backlog and not self.paused and protocol.state is _OPEN:
             frame = backlog.popleft()
             self.backlog_bytes -= len(frame)
-            try:
-                protocol.send_text(frame)
-                self.send_data()
-            except Exception:
-                break
+            protocol.send_text(frame)
+            self.send_data()
         if not backlog:
             self.backlog = None
             self.backlog_bytes = 0
@@ -464,31 +461,52 @@ class FleetConnection(ServerConnection):
         if self.backlog is None or self.protocol.state is not _OPEN:
             return
         if self._flushed is None or self._flushed.done():
-            self._flushed = self.loop.create_future()
-        await asyncio.wait(
-            [self._flushed, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED
-        )
+            self._flushed = asyncio.get_running_loop().create_future()
+        await self._flushed
 
-    async def close_with(self, code: int, reason: str = "") -> None:
-        """Close with ``code``; abort the TCP connection if the peer does not cooperate.
+    # Closing
 
-        ``close()`` waits for the write buffer to drain before its own timeout starts,
-        so a peer that reads nothing would keep it waiting forever without this bound.
-        """
-        try:
-            async with asyncio.timeout(self.policy.close_timeout):
-                await self.close(code, reason)
-        except TimeoutError:
-            self.transport.abort()
-
-    def close_soon(self, code: int, reason: str = "") -> None:
-        """Start :meth:`close_with` without waiting for it (from synchronous code)."""
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake; the TCP connection is aborted if the peer
+        does not finish it within the close timeout. Idempotent."""
         if self.closing:
             return
         self.closing = True
-        task = self.loop.create_task(self.close_with(code, reason))
-        _background_tasks.add(task)
-        task.add_done_callback(_background_tasks.discard)
+        protocol = self.protocol
+        if protocol.state is _OPEN:
+            protocol.send_close(code, reason)
+            self.send_data()
+        elif protocol.state is _CONNECTING:
+            self._abort()
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """:meth:`close` (kept for callers that start a close from a timer)."""
+        self.close(code, reason)
+
+    async def close_with(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` and return when the TCP connection is gone."""
+        self.close(code, reason)
+        await self.wait_lost()
+
+    async def wait_lost(self) -> None:
+        if self.lost:
+            return
+        if self._lost_waiter is None:
+            self._lost_waiter = asyncio.get_running_loop().create_future()
+        await self._lost_waiter
+
+    def abort(self) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        self._timer = None
+        if not self.lost:
+            self.transport.abort()
+
+    def _open_timed_out(self) -> None:
+        self._timer = None
+        if self.protocol.state is _CONNECTING and not self.lost:
+            self.transport.abort()
 
     # Keepalive (driven by wsfleet.keepalive.Keepalive, one task per server)
 
@@ -496,20 +514,10 @@ class FleetConnection(ServerConnection):
         """Write a keepalive ping unless one is unanswered; True if one was sent."""
         if self.protocol.state is not _OPEN or self.ping_sent_at:
             return False
-        try:
-            self.protocol.send_ping(KEEPALIVE_PAYLOAD)
-            self.send_data()
-        except Exception:  # a broken transport reports itself via connection_lost
-            return False
+        self.protocol.send_ping(KEEPALIVE_PAYLOAD)
+        self.send_data()
         self.ping_sent_at = now
         return True
-
-    def acknowledge_pings(self, data: bytes) -> None:
-        if data == KEEPALIVE_PAYLOAD and self.ping_sent_at:
-            self.latency = self.loop.time() - self.ping_sent_at
-            self.ping_sent_at = 0.0
-            return
-        super().acknowledge_pings(data)
 
     def keepalive_expired(self, sent_at: float) -> None:
         """The ping sent at ``sent_at`` had its time: close if it is still unanswered.
@@ -520,62 +528,206 @@ class FleetConnection(ServerConnection):
         if self.ping_sent_at != sent_at or self.protocol.state is not _OPEN:
             return
         self.closing = True
-        try:
-            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            self.send_data()
-        except Exception:  # noqa: S110 - aborted below anyway
-            pass
-        self.loop.call_later(self.policy.close_timeout, self._abort_unless_closed)
+        self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self.send_data()
 
-    def _abort_unless_closed(self) -> None:
-        if not self.connection_lost_waiter.done():
-            self.transport.abort()
+    # Inbound frames
 
-    # HTTP request bodies (for POST /api/publish)
+    def _handle_frames(self, events: Sequence[object]) -> None:
+        for event in events:
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is _TEXT or opcode is _BINARY:
+                if event.fin:
+                    self._message(event.data, opcode is _TEXT)
+                else:
+                    self.fragments = [bytes([opcode is _TEXT]), bytes(event.data)]
+            elif opcode is _CONT:
+                fragments = self.fragments
+                if fragments is None:
+                    continue
+                fragments.append(bytes(event.data))
+                if event.fin:
+                    self.fragments = None
+                    self._message(b"".join(fragments[1:]), fragments[0] == b"\x01")
+            elif opcode is _PING or opcode is _PONG:
+                if opcode is _PONG and event.data == KEEPALIVE_PAYLOAD and self.ping_sent_at:
+                    self.latency = asyncio.get_running_loop().time() - self.ping_sent_at
+                    self.ping_sent_at = 0.0
+                # Control frames count toward the rate limit like messages do. (A
+                # refused ping still got its pong: that pong counts as outbound.)
+                bucket = self.bucket()
+                if not bucket.take(time.monotonic()) and bucket.abusive:
+                    self.close(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
 
-    def data_received(self, data: bytes) -> None:
-        """Take the body of an HTTP request off the stream before websockets parses it.
-
-        websockets' HTTP parser refuses requests with a body (it serves handshakes
-        only), so the body is kept aside in ``request_body`` and the request is handed
-        on without it. Only the opening request is inspected; frames go straight on.
-        """
-        if self.protocol.state is not State.CONNECTING:
-            if self.overflowed:
-                return  # closing a slow consumer: nothing it sends is answered any more
-            super().data_received(data)
-            self._check_outbound()
+    def _message(self, data: bytes | bytearray | memoryview, text: bool) -> None:
+        if self.closing:
+            # Keep reading while the close runs (the peer's close frame must get in),
+            # but answer nothing more.
             return
+        message: str | bytes
+        if text:
+            try:
+                message = bytes(data).decode()
+            except UnicodeDecodeError as exc:
+                self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                self.closing = True
+                return
+        else:
+            message = bytes(data)
+        if self.busy:
+            inbox = self.inbox
+            if inbox is None:
+                inbox = self.inbox = collections.deque()
+            inbox.append(message)
+            if len(inbox) >= self.registry.policy.max_inbox and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            return
+        pending = self._dispatch(message)
+        if pending is not None:
+            self.busy = True
+            _spawn(self._work(pending))
+
+    def _dispatch(self, message: str | bytes) -> Awaitable[None] | None:
+        try:
+            return self.registry.handler.message(self, message)
+        except Exception:
+            logger.exception("message handler failed", extra={"fields": {"conn": self.conn_id}})
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return None
+
+    async def _work(self, pending: Awaitable[None]) -> None:
+        """Await a message's handling, then hand over the messages that waited."""
+        try:
+            while True:
+                try:
+                    await pending
+                except Exception:
+                    logger.exception(
+                        "message handler failed", extra={"fields": {"conn": self.conn_id}}
+                    )
+                    self.close(CloseCode.INTERNAL_ERROR, "internal error")
+                next_pending = None
+                while next_pending is None:
+                    inbox = self.inbox
+                    if not inbox or self.closing:
+                        return
+                    message = inbox.popleft()
+                    if not inbox:
+                        self.inbox = None
+                    if self.reading_paused and not self.lost:
+                        self.reading_paused = False
+                        self.transport.resume_reading()
+                    next_pending = self._dispatch(message)
+                pending = next_pending
+        finally:
+            self.busy = False
+            self.inbox = None
+            if self.reading_paused and not self.lost:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            if self.lost:
+                self._finish()
+
+    def _finish(self) -> None:
+        """Tell the handler once the connection is gone and nothing of it is handled.
+
+        (Called once: from ``connection_lost``, or after it by the task handling
+        the connection's last message.)"""
+        if self.opened_at:
+            self.registry.handler.closed(self)
+
+    # The opening handshake
+
+    def _receive_request(self, data: bytes) -> None:
+        """Hand the request head to the protocol, its body (for POST /api/publish) aside.
+
+        The Sans-I/O parser serves handshakes only and refuses a request with a
+        body, so the body is kept in ``request_body`` and the head goes on without
+        its Content-Length. Bytes after the head (frames a client sent ahead of
+        the 101) wait in ``_head`` until the connection is open.
+        """
         head = data if self._head is None else self._head + data
         end = head.find(b"\r\n\r\n")
         if end < 0:
-            if len(head) > 64 * 1024:  # let websockets reject oversized headers
+            if len(head) > MAX_HEAD:  # let the protocol refuse oversized headers
                 self._head = None
-                super().data_received(head)
+                self._feed_request(head)
             else:
                 self._head = head
             return
+        rest = end + 4
         length = _content_length(head[:end])
-        if length is None:
-            if self._head is not None:  # (not set at all in the usual case)
+        if length is not None:
+            if length > self.registry.policy.max_request_body:
+                self.request_body_too_large = True
                 self._head = None
-            super().data_received(head)
-            return
-        if length > self.policy.max_request_body:
-            self.request_body_too_large = True
+                self._feed_request(_strip_content_length(head[:end]) + b"\r\n\r\n")
+                return
+            if len(head) - rest < length:
+                self._head = head  # wait for the rest of the body
+                return
+            self.request_body = bytes(head[rest : rest + length])
+            head = _strip_content_length(head[:end]) + b"\r\n\r\n" + head[rest + length :]
+            end = head.find(b"\r\n\r\n")
+            rest = end + 4
+        self._head = head[rest:] or None
+        self._feed_request(head[:rest])
+
+    def _feed_request(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Request):
+                self._process_request(event)
+                return
+        self.send_data()
+
+    def _process_request(self, request: Request) -> None:
+        try:
+            answer = self.registry.handler.process_request(self, request)
+        except Exception:
+            logger.exception("request handler failed")
+            answer = self.protocol.reject(500, "Failed to open a WebSocket connection.\n")
+        if answer is None or isinstance(answer, Response):
+            self._respond(request, answer)
+        else:
+            _spawn(self._respond_later(request, answer))
+
+    async def _respond_later(self, request: Request, answer: Awaitable[Response | None]) -> None:
+        try:
+            response = await answer
+        except Exception:
+            logger.exception("request handler failed")
+            response = self.protocol.reject(500, "Failed to open a WebSocket connection.\n")
+        if not self.lost:
+            self._respond(request, response)
+
+    def _respond(self, request: Request, response: Response | None) -> None:
+        protocol = self.protocol
+        if response is None:
+            response = protocol.accept(request)
+        protocol.send_response(response)
+        self.send_data()
+        if protocol.state is not _OPEN:
             self._head = None
-            super().data_received(_strip_content_length(head[:end]) + b"\r\n\r\n")
-            return
-        body_start = end + 4
-        if len(head) - body_start < length:
-            self._head = head  # wait for the rest of the body
-            return
-        self._head = None
-        self.request_body = bytes(head[body_start : body_start + length])
-        super().data_received(_strip_content_length(head[:end]) + b"\r\n\r\n")
-
-
-_background_tasks: set[asyncio.Task[None]] = set()
+            return  # a plain HTTP response or a refused handshake: the stream ends
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if "Sec-WebSocket-Extensions" in response.headers:
+            self.compressed = True
+        else:
+            # The open connection gets a protocol of its own, without the request.
+            policy = self.registry.policy
+            self.protocol = ServerProtocol(state=_OPEN, max_size=policy.max_size)
+        self.opened_at = time.monotonic()
+        self.registry.handler.opened(self)
+        ahead, self._head = self._head, None
+        if ahead and not self.lost:
+            self.data_received(ahead)
 
 
 class TokenBucket:

@@ -21,9 +21,7 @@ import random
 import signal
 import time
 
-from websockets.asyncio.server import Server
-
-from wsfleet.connection import CloseCode, FleetConnection
+from wsfleet.connection import CloseCode, ConnectionRegistry, FleetConnection
 from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
 from wsfleet.protocol import encode
@@ -39,9 +37,12 @@ EXIT_INTERRUPTED = 130
 class Drainer:
     """Owns the shutdown sequence of one server; :attr:`finished` resolves at the end."""
 
-    def __init__(self, context: ServerContext, server: Server) -> None:
+    def __init__(
+        self, context: ServerContext, registry: ConnectionRegistry, listener: asyncio.Server
+    ) -> None:
         self.context = context
-        self.server = server
+        self.registry = registry
+        self.listener = listener
         self.finished: asyncio.Event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -77,12 +78,15 @@ class Drainer:
             log_event(
                 logger, logging.WARNING, "drain timed out; aborting the rest", event="drain_timeout"
             )
-            for connection in list(self.server.connections):
-                connection.transport.abort()
+            for connection in list(self.registry.connections):
+                connection.abort()
         try:
             async with asyncio.timeout(max(0.5, settings.drain_timeout * 0.1)):
-                self.server.close(close_connections=True, code=CloseCode.SERVICE_RESTART)
-                await self.server.wait_closed()
+                self.listener.close()
+                remaining = list(self.registry.connections)
+                for connection in remaining:
+                    connection.close(CloseCode.SERVICE_RESTART, "server restart")
+                await asyncio.gather(*(connection.wait_lost() for connection in remaining))
                 await context.broker.close()
         except TimeoutError:
             log_event(logger, logging.WARNING, "closing timed out", event="drain_timeout")
@@ -102,7 +106,7 @@ class Drainer:
             await context.publishes_settled.wait()
         if not await context.broker.barrier(timeout=max(1.0, settings.drain_timeout / 4)):
             log_event(logger, logging.WARNING, "no redis barrier; closing anyway", event="drain")
-        connections = [c for c in self.server.connections if isinstance(c, FleetConnection)]
+        connections = [c for c in self.registry.connections if c.is_open]
         spread_ms = settings.drain_spread * 1000
         await asyncio.gather(
             *(self._close(connection, random.uniform(0, spread_ms)) for connection in connections)

@@ -1,9 +1,11 @@
 """HTTP on the WebSocket port: handshake checks and the plain endpoints.
 
-websockets calls :func:`make_request_handler`'s coroutine for every request before
-any upgrade (its ``process_request`` hook). ``/ws`` goes through the handshake
-checks of PROTOCOL.md and on to the upgrade; ``/health``, ``/live``, ``/metrics``
-and ``/api/publish`` are answered here; every other path is a 404.
+The connection layer hands every request to :func:`make_request_handler`'s function
+before any upgrade. ``/ws`` goes through the handshake checks of PROTOCOL.md and on
+to the upgrade (None); ``/health``, ``/live`` and ``/metrics`` are answered at once;
+``/api/publish`` returns a coroutine (it waits for Redis); every other path is a 404.
+Responses are built with the Sans-I/O protocol's ``reject`` and then given our
+content type and headers, as websockets documents.
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ from __future__ import annotations
 import http
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from wsfleet import codec
 from wsfleet.auth import AuthError, check_api_key, origin_allowed, verify_token
 from wsfleet.broker import BrokerUnavailable
-from wsfleet.connection import FleetConnection
+from wsfleet.connection import FleetConnection, RequestAnswer
 from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
 from wsfleet.metrics import CONTENT_TYPE_LATEST
@@ -31,25 +32,25 @@ __all__ = ["make_request_handler"]
 
 logger = logging.getLogger("wsfleet.http")
 
-RequestHandler = Callable[[ServerConnection, Request], Awaitable[Response | None]]
+RequestHandler = Callable[[FleetConnection, Request], RequestAnswer]
 
 
 def respond(
-    connection: ServerConnection,
+    connection: FleetConnection,
     status: http.HTTPStatus,
     body: dict[str, Any] | str | bytes,
     *,
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Build a response with websockets' ``respond`` and set our content type."""
+    """Build a response with the protocol's ``reject`` and set our content type."""
     if isinstance(body, dict):
         text = codec.dumps(body).decode("utf-8") + "\n"
     elif isinstance(body, bytes):
         text = body.decode("utf-8")
     else:
         text = body
-    response = connection.respond(status, text)
+    response = connection.protocol.reject(status, text)
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = "no-store"
@@ -65,7 +66,7 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
     retry_after = str(max(1, math.ceil(settings.drain_spread)))
 
     def refuse(
-        connection: ServerConnection, reason: str, status: http.HTTPStatus, message: str
+        connection: FleetConnection, reason: str, status: http.HTTPStatus, message: str
     ) -> Response:
         metrics.rejected_connections.labels(reason).inc()
         log_event(
@@ -81,7 +82,7 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
         )
         return respond(connection, status, {"error": reason, "message": message}, headers=headers)
 
-    def handshake(connection: ServerConnection, request: Request, query: str) -> Response | None:
+    def handshake(connection: FleetConnection, request: Request, query: str) -> Response | None:
         if context.draining:
             return refuse(connection, "draining", http.HTTPStatus.SERVICE_UNAVAILABLE, "draining")
         if settings.max_connections and context.open_connections >= settings.max_connections:
@@ -90,7 +91,6 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
             )
         if not origin_allowed(request.headers.get("Origin"), settings.allowed_origins):
             return refuse(connection, "origin", http.HTTPStatus.FORBIDDEN, "origin not allowed")
-        assert isinstance(connection, FleetConnection)
         if settings.jwt_secret:
             token = parse_qs(query).get("token", [None])[0]
             try:
@@ -105,7 +105,7 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
             connection.identity = identity  # (its sender_json is encoded at its first publish)
         return None  # go on with the upgrade
 
-    def health(connection: ServerConnection) -> Response:
+    def health(connection: FleetConnection) -> Response:
         redis_up = context.broker.up
         if context.draining:
             status, state = http.HTTPStatus.SERVICE_UNAVAILABLE, "draining"
@@ -125,7 +125,7 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
             },
         )
 
-    async def publish(connection: ServerConnection, request: Request) -> Response:
+    async def publish(connection: FleetConnection, request: Request) -> Response:
         if not settings.api_key:
             return respond(connection, http.HTTPStatus.NOT_FOUND, {"error": "not_found"})
         if request.method != "POST":
@@ -142,7 +142,6 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
                 {"error": "unauthorized", "message": "Authorization: Bearer <api key> required"},
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        assert isinstance(connection, FleetConnection)
         if connection.request_body_too_large:
             return respond(
                 connection, http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too_large"}
@@ -177,13 +176,13 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
             context.publish_finished()
         return respond(connection, http.HTTPStatus.OK, {"offset": offset})
 
-    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(connection: FleetConnection, request: Request) -> RequestAnswer:
         parts = urlsplit(request.path)
         path = parts.path
         if path == "/ws":
             return handshake(connection, request, parts.query)
         if path == "/api/publish":
-            return await publish(connection, request)
+            return publish(connection, request)
         if path not in ("/health", "/live", "/metrics"):
             return respond(connection, http.HTTPStatus.NOT_FOUND, {"error": "not_found"})
         if request.method not in ("GET", "HEAD"):

@@ -32,7 +32,7 @@ class Keepalive:
 
     def __init__(
         self,
-        connections: Callable[[], Collection[object]],
+        connections: Callable[[], Collection[FleetConnection]],
         interval: float,
         timeout: float,
     ) -> None:
@@ -70,7 +70,7 @@ class Keepalive:
         sent_at = loop.time()
         pinged: list[FleetConnection] = []
         for count, connection in enumerate(list(self.connections()), 1):
-            if isinstance(connection, FleetConnection) and connection.keepalive_ping(sent_at):
+            if connection.keepalive_ping(sent_at):
                 pinged.append(connection)
             if count % BATCH == 0:
                 await asyncio.sleep(0)

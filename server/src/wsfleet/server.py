@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any, cast
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 from wsfleet.broker import RedisBroker
 from wsfleet.config import Settings
-from wsfleet.connection import ConnectionPolicy, FleetConnection
+from wsfleet.connection import ConnectionPolicy, ConnectionRegistry, FleetConnection
 from wsfleet.context import ServerContext
 from wsfleet.drain import Drainer
 from wsfleet.http import make_request_handler
@@ -19,7 +18,7 @@ from wsfleet.keepalive import Keepalive
 from wsfleet.logs import log_event
 from wsfleet.metrics import Metrics
 from wsfleet.protocol import Limits
-from wsfleet.session import serve_connection
+from wsfleet.session import Session
 
 __all__ = ["run_server"]
 
@@ -28,26 +27,17 @@ logger = logging.getLogger("wsfleet.server")
 # Small transport buffers: frames beyond this wait in the connection's backlog,
 # where they are references to shared bytes rather than per-connection copies.
 WRITE_LIMIT = 16 * 1024
-# Inbound frames buffered per connection before reading pauses.
-MAX_QUEUE = 8
+# Inbound messages waiting per connection (while one awaits Redis) before reading pauses.
+MAX_INBOX = 8
 # Bound on the closing handshake (and on a peer that stopped reading).
 CLOSE_TIMEOUT = 5.0
-
-
-def connection_class(policy: ConnectionPolicy) -> type[FleetConnection]:
-    """A :class:`FleetConnection` subclass bound to this server's policy."""
-
-    class BoundConnection(FleetConnection):
-        pass
-
-    BoundConnection.policy = policy
-    # The options every connection of this server has (see FleetConnection.__init__).
-    BoundConnection.ping_interval = None
-    BoundConnection.ping_timeout = None
-    BoundConnection.close_timeout = CLOSE_TIMEOUT
-    BoundConnection.max_queue_high = MAX_QUEUE
-    BoundConnection.write_limit_high = WRITE_LIMIT
-    return BoundConnection
+# Bound on the opening handshake.
+OPEN_TIMEOUT = 10.0
+# permessage-deflate (--compression) with the settings of websockets' own servers:
+# small windows, so each compressed connection costs less memory.
+DEFLATE = ServerPerMessageDeflateFactory(
+    server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 5}
+)
 
 
 async def run_server(settings: Settings) -> int:
@@ -87,31 +77,20 @@ async def run_server(settings: Settings) -> int:
         rate_limit=settings.rate_limit,
         rate_burst=settings.rate_burst,
         close_timeout=CLOSE_TIMEOUT,
+        open_timeout=OPEN_TIMEOUT,
         max_request_body=settings.max_content_size + 4096,
+        max_size=settings.max_frame_size,
+        write_limit=WRITE_LIMIT,
+        max_inbox=MAX_INBOX,
+        extensions=[DEFLATE] if settings.compression else None,
         on_slow_consumer=on_slow_consumer,
     )
-
-    def handler(connection: ServerConnection) -> Coroutine[Any, Any, None]:
-        # The coroutine of serve_connection itself: no wrapper frame per connection.
-        return serve_connection(context, cast(FleetConnection, connection))
+    registry = ConnectionRegistry(policy, Session(context, make_request_handler(context)))
 
     await broker.start()
-    server = await serve(
-        handler,
-        settings.host,
-        settings.port,
-        process_request=make_request_handler(context),
-        compression="deflate" if settings.compression else None,
-        max_size=settings.max_frame_size,
-        max_queue=MAX_QUEUE,
-        write_limit=WRITE_LIMIT,
-        # Pings come from one Keepalive task for the whole server, not one per connection.
-        ping_interval=None,
-        ping_timeout=None,
-        close_timeout=CLOSE_TIMEOUT,
-        create_connection=connection_class(policy),
-        server_header=None,
-        backlog=4096,
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        lambda: FleetConnection(registry), settings.host, settings.port, backlog=4096
     )
     log_event(
         logger,
@@ -121,11 +100,12 @@ async def run_server(settings: Settings) -> int:
         instance=settings.instance_id,
         settings=settings.redacted(),
     )
+    # Pings come from one Keepalive task for the whole server, not one per connection.
     keepalive = Keepalive(
-        lambda: server.all_connections, settings.ping_interval, settings.ping_timeout
+        lambda: registry.connections, settings.ping_interval, settings.ping_timeout
     )
     keepalive.start()
-    drainer = Drainer(context, server)
+    drainer = Drainer(context, registry, listener)
     drainer.install_signal_handlers()
     await drainer.finished.wait()
     await keepalive.stop()

@@ -1,9 +1,13 @@
-"""One WebSocket connection from ``welcome`` to close: read frames, answer them.
+"""One WebSocket connection from ``welcome`` to close: answer its messages.
 
-Frames of one connection are handled one at a time, in order, so a client's
-messages are stored in the order it sent them and its acks come back in that
-order. Answers go through :meth:`FleetConnection.send_frame`, which never blocks,
-so a client that stops reading cannot stall its own handler either.
+:class:`Session` is the connection layer's handler (:class:`ConnectionHandler`):
+the connection calls it when it opens, for each message, and once when it is gone.
+Messages of one connection are handled one at a time, in order: a message that
+must wait for Redis (a publish, a join) is returned as an awaitable, and the
+connection hands over its next message only once that is done, so a client's
+messages are stored in the order it sent them and its acks come back in that order.
+Answers go through :meth:`FleetConnection.send_frame`, which never blocks, so a
+client that stops reading cannot stall its own messages either.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
 
 from wsfleet import codec
 from wsfleet.broker import BrokerUnavailable
-from wsfleet.connection import CloseCode, FleetConnection
+from wsfleet.connection import CloseCode, FleetConnection, RequestAnswer
 from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
 from wsfleet.protocol import (
@@ -32,65 +38,85 @@ from wsfleet.protocol import (
     parse_frame,
 )
 
-__all__ = ["serve_connection"]
+__all__ = ["Session", "sender_json"]
 
 logger = logging.getLogger("wsfleet.session")
 
 
-async def serve_connection(context: ServerContext, connection: FleetConnection) -> None:
-    """Run one connection: welcome, frames until close, then clean up and log."""
-    metrics = context.metrics
-    connection.opened()
-    context.open_connections += 1
-    metrics.connected_clients.inc()
-    if logger.isEnabledFor(logging.INFO):
-        # (The transport keeps the peer address it is asked for: only when logged.)
-        remote = connection.remote_address
-        log_event(
-            logger,
-            logging.INFO,
-            "connection open",
-            event="open",
-            conn=connection.conn_id,
-            user=connection.identity.subject if connection.identity else None,
-            remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote),
+class Session:
+    """The handler of every connection of one server (see the module docstring)."""
+
+    def __init__(
+        self,
+        context: ServerContext,
+        requests: Callable[[FleetConnection, Request], RequestAnswer],
+    ) -> None:
+        self.context = context
+        self.requests = requests
+
+    def process_request(self, connection: FleetConnection, request: Request) -> RequestAnswer:
+        return self.requests(connection, request)
+
+    def opened(self, connection: FleetConnection) -> None:
+        """Count and log the connection, arm its token's expiry, send ``welcome``."""
+        context = self.context
+        context.open_connections += 1
+        context.metrics.connected_clients.inc()
+        if logger.isEnabledFor(logging.INFO):
+            # (The transport looks the peer address up only when it is logged.)
+            remote = connection.remote_address
+            log_event(
+                logger,
+                logging.INFO,
+                "connection open",
+                event="open",
+                conn=connection.conn_id,
+                user=connection.identity.subject if connection.identity else None,
+                remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote),
+            )
+        connection.expiry = _close_when_token_expires(connection)
+        send(
+            context,
+            connection,
+            "welcome",
+            {
+                "type": "welcome",
+                "conn": connection.conn_id,
+                "server": context.instance_id,
+                "heartbeat": _seconds(context.settings.ping_interval),
+            },
         )
-    expiry = _close_when_token_expires(connection)
-    send(
-        context,
-        connection,
-        "welcome",
-        {
-            "type": "welcome",
-            "conn": connection.conn_id,
-            "server": context.instance_id,
-            "heartbeat": _seconds(context.settings.ping_interval),
-        },
-    )
-    try:
-        while True:
-            # recv() rather than `async for`: one coroutine frame less per connection.
-            data = await connection.recv()
-            if connection.closing:
-                # Keep reading while the close runs: unread frames would pause the
-                # transport and the peer's close frame could never arrive.
-                continue
-            await handle_frame(context, connection, data)
-            if connection.rate is not None and connection.rate.abusive:
-                connection.close_soon(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
-    except ConnectionClosed:
-        pass
-    except Exception:
-        logger.exception(
-            "connection handler failed", extra={"fields": {"conn": connection.conn_id}}
-        )
-        await connection.close_with(CloseCode.INTERNAL_ERROR, "internal error")
-    finally:
-        if expiry is not None:
-            expiry.cancel()
+
+    def message(self, connection: FleetConnection, data: str | bytes) -> Awaitable[None] | None:
+        """Answer one message now, or return the awaitable that answers it."""
+        started = time.perf_counter()
+        pending = handle_frame(self.context, connection, data)
+        if pending is None:
+            self.context.metrics.message_duration.observe(time.perf_counter() - started)
+            _close_if_abusive(connection)
+            return None
+        return self._finish_message(connection, pending, started)
+
+    async def _finish_message(
+        self, connection: FleetConnection, pending: Coroutine[Any, Any, None], started: float
+    ) -> None:
+        try:
+            await pending
+        except ProtocolError as error:
+            send_error(self.context, connection, error)
+        finally:
+            self.context.metrics.message_duration.observe(time.perf_counter() - started)
+        _close_if_abusive(connection)
+
+    def closed(self, connection: FleetConnection) -> None:
+        """Leave every room, uncount and log the connection."""
+        context = self.context
+        if connection.expiry is not None:
+            connection.expiry.cancel()
+            connection.expiry = None
         context.hub.leave_all(connection)
         context.open_connections -= 1
-        metrics.connected_clients.dec()
+        context.metrics.connected_clients.dec()
         log_event(
             logger,
             logging.INFO,
@@ -103,6 +129,11 @@ async def serve_connection(context: ServerContext, connection: FleetConnection) 
         )
 
 
+def _close_if_abusive(connection: FleetConnection) -> None:
+    if connection.rate is not None and connection.rate.abusive:
+        connection.close(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
+
+
 def _close_when_token_expires(connection: FleetConnection) -> asyncio.TimerHandle | None:
     """PROTOCOL.md: when the JWT's ``exp`` passes, the connection is closed with 4001."""
     identity = connection.identity
@@ -111,7 +142,7 @@ def _close_when_token_expires(connection: FleetConnection) -> asyncio.TimerHandl
     loop = asyncio.get_running_loop()
     delay = max(0.0, identity.expires_at - time.time())
     return loop.call_at(
-        loop.time() + delay, connection.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
+        loop.time() + delay, connection.close, CloseCode.TOKEN_EXPIRED, "token expired"
     )
 
 
@@ -131,12 +162,15 @@ def send_error(context: ServerContext, connection: FleetConnection, error: Proto
     context.metrics.outbound["error"].inc()
 
 
-async def handle_frame(
+def handle_frame(
     context: ServerContext, connection: FleetConnection, data: str | bytes
-) -> None:
-    """Validate and answer one inbound frame; errors become ``error`` frames."""
+) -> Coroutine[Any, Any, None] | None:
+    """Validate and answer one inbound frame; errors become ``error`` frames.
+
+    A publish or a join returns the coroutine that finishes it (it may raise
+    :class:`ProtocolError` too); everything else is answered before returning.
+    """
     metrics = context.metrics
-    started = time.perf_counter()
     try:
         # Every frame counts toward the rate limit, binary ones too.
         if not connection.bucket().take(time.monotonic()):
@@ -158,11 +192,13 @@ async def handle_frame(
             raise
         if isinstance(command, Publish):
             metrics.inbound["message"].inc()
-            await handle_publish(context, connection, command)
-        elif isinstance(command, Join):
+            _check_room_allowed(connection, command.room, command.request_id)
+            return handle_publish(context, connection, command)
+        if isinstance(command, Join):
             metrics.inbound["join"].inc()
-            await handle_join(context, connection, command)
-        elif isinstance(command, Leave):
+            check_join(context, connection, command)
+            return handle_join(context, connection, command)
+        if isinstance(command, Leave):
             metrics.inbound["leave"].inc()
             context.hub.leave(connection, command.room)
             send(context, connection, "left", {"type": "left", "room": command.room})
@@ -171,8 +207,7 @@ async def handle_frame(
             send(context, connection, "pong", {"type": "pong", "id": command.request_id})
     except ProtocolError as error:
         send_error(context, connection, error)
-    finally:
-        metrics.message_duration.observe(time.perf_counter() - started)
+    return None
 
 
 def _check_room_allowed(connection: FleetConnection, room: str, request_id: str | None) -> None:
@@ -183,7 +218,7 @@ def _check_room_allowed(connection: FleetConnection, room: str, request_id: str 
         )
 
 
-async def handle_join(context: ServerContext, connection: FleetConnection, join: Join) -> None:
+def check_join(context: ServerContext, connection: FleetConnection, join: Join) -> None:
     _check_room_allowed(connection, join.room, None)
     if join.room not in connection.rooms and len(connection.rooms) >= context.settings.max_rooms:
         raise ProtocolError(
@@ -191,6 +226,9 @@ async def handle_join(context: ServerContext, connection: FleetConnection, join:
             f"a connection may be in at most {context.settings.max_rooms} rooms",
             room=join.room,
         )
+
+
+async def handle_join(context: ServerContext, connection: FleetConnection, join: Join) -> None:
     try:
         await context.hub.join(connection, join.room, join.since, join.epoch)
     except BrokerUnavailable:
