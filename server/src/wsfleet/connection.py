@@ -149,11 +149,31 @@ class ConnectionPolicy:
 
 @dataclass(eq=False)
 class ConnectionRegistry:
-    """One server's policy, handler and connections (handshaking ones included)."""
+    """One server's policy, handler and connections (handshaking ones included).
+
+    It also coalesces fanout writes: :meth:`FleetConnection.send_framed` collects
+    the frames one loop iteration sends to a connection and :meth:`flush` (once,
+    soon after) writes them in one ``write``, so a busy loop makes fewer, fuller
+    writes instead of one system call per member per message.
+    """
 
     policy: ConnectionPolicy
     handler: ConnectionHandler
     connections: set[FleetConnection] = field(default_factory=set)
+    dirty: list[FleetConnection] = field(default_factory=list)
+    flush_scheduled: bool = False
+
+    def schedule_flush(self, connection: FleetConnection) -> None:
+        self.dirty.append(connection)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for connection in dirty:
+            connection.write_pending()
 
 
 _OPEN = State.OPEN
@@ -203,6 +223,7 @@ class FleetConnection(asyncio.Protocol):
         "opened_at",
         "overflowed",
         "paused",
+        "pending",
         "ping_sent_at",
         "protocol",
         "rate",
@@ -229,6 +250,8 @@ class FleetConnection(asyncio.Protocol):
         self.sender: bytes | None = None  # the encoded `from` field, from the first publish
         self.backlog: collections.deque[bytes] | None = None
         self.backlog_bytes = 0
+        # Framed messages of this loop iteration, written together at its end.
+        self.pending: list[bytes] | None = None
         self.inbox: collections.deque[str | bytes] | None = None
         self.fragments: list[bytes] | None = None  # a fragmented message being received
         self.busy = False  # a message is being handled (a task awaits it)
@@ -329,6 +352,7 @@ class FleetConnection(asyncio.Protocol):
             self._timer = None
         self.backlog = None
         self.backlog_bytes = 0
+        self.pending = None
         self.inbox = None
         for future in (self._lost_waiter, self._flushed):
             if future is not None and not future.done():
@@ -366,7 +390,12 @@ class FleetConnection(asyncio.Protocol):
     # Outbound
 
     def send_data(self) -> None:
-        """Write what the protocol has to send; half-close when it says the stream ends."""
+        """Write what the protocol has to send; half-close when it says the stream ends.
+
+        Coalesced fanout frames go first, so the connection's frames keep their order.
+        """
+        if self.pending is not None:
+            self.write_pending()
         transport = self.transport
         for data in self.protocol.data_to_send():
             if data:
@@ -392,6 +421,8 @@ class FleetConnection(asyncio.Protocol):
                 return
             if self.overflowed:
                 return  # closing with 4008; nothing more is queued for it
+            if self.pending is not None:
+                self.write_pending()  # (earlier frames first)
             backlog = self.backlog = collections.deque()
         backlog.append(frame)
         self.backlog_bytes += len(frame)
@@ -406,10 +437,11 @@ class FleetConnection(asyncio.Protocol):
         """:meth:`send_frame` for a message the caller framed already (:func:`text_frame`).
 
         The hub frames a message once for all its members; while a connection is
-        open, uncompressed and keeping up, the framed bytes go straight to its
-        transport: one ``write``, and the protocol does not build the same header
-        again. (Unfragmented, unmasked server frames need no protocol state.)
-        Otherwise ``frame`` takes the usual way.
+        open, uncompressed and keeping up, the framed bytes go to its transport
+        with the others of this loop iteration (one ``write``, see
+        :class:`ConnectionRegistry`), and the protocol does not build the same
+        header again (unfragmented, unmasked server frames need no protocol
+        state). Otherwise ``frame`` takes the usual way.
         """
         if (
             self.backlog is None
@@ -417,9 +449,24 @@ class FleetConnection(asyncio.Protocol):
             and self.protocol.state is _OPEN
             and not self.compressed
         ):
-            self.transport.write(wire)
+            pending = self.pending
+            if pending is None:
+                self.pending = [wire]
+                self.registry.schedule_flush(self)
+            else:
+                pending.append(wire)
             return
         self.send_frame(frame)
+
+    def write_pending(self) -> None:
+        """Write the coalesced frames (see :class:`ConnectionRegistry`) in one ``write``."""
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        if self.lost:
+            return
+        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _overflow(self) -> None:
         """Drop the backlog of a slow consumer and close it with 4008."""
@@ -441,6 +488,8 @@ class FleetConnection(asyncio.Protocol):
             self._overflow()
 
     def _flush_backlog(self) -> None:
+        if self.pending is not None:
+            self.write_pending()
         backlog = self.backlog
         if backlog is None:
             return
