@@ -3,7 +3,9 @@
 # range server/pyproject.toml declares, each in a throw-away virtualenv.
 #
 #   server/tests/run-websockets-range.sh            # both ends of the range
-#   server/tests/run-websockets-range.sh 16.0       # one given version
+#   server/tests/run-websockets-range.sh lowest     # the lower bound only (make test:
+#                                                   # the suite already runs on the pinned one)
+#   server/tests/run-websockets-range.sh 17.2       # one given version
 #
 # Every other dependency is the pinned one (server/constraints.txt, and the
 # project's requirements.txt for pytest); only websockets changes. The lowest is
@@ -26,7 +28,7 @@ lowest=${declared#websockets>=}
 lowest=${lowest%%,*}
 pinned=$(sed -n 's/^websockets==\([0-9.]*\).*/\1/p' "$server/constraints.txt")
 [ -n "$pinned" ] || { echo "run-websockets-range: websockets is not pinned in constraints.txt" >&2; exit 2; }
-if [ $# -gt 0 ]; then versions=("$@"); else versions=("$lowest" "$pinned"); fi
+if [ $# -gt 0 ]; then versions=("${@/#lowest/$lowest}"); else versions=("$lowest" "$pinned"); fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/wsfleet-ws-range.XXXXXX")
 trap 'rm -rf "$work"' EXIT
