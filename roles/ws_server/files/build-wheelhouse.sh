@@ -18,7 +18,9 @@ mkdir -p "$work/wheels"
 
 python3=${PYTHON:-python3}
 command -v "$python3" >/dev/null || python3=python
-"$python3" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$work/wheels" "$source_dir"
+# Fixed zip times: the same source makes the same wheel, so a rebuilt archive
+# (another controller, a cleared cache) has the same checksum and does not travel.
+SOURCE_DATE_EPOCH=315532800 "$python3" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$work/wheels" "$source_dir"
 wheel=$(ls "$work"/wheels/wsfleet-*.whl)
 requirement=$wheel
 [ -n "$extras" ] && requirement="$wheel[$extras]"
