@@ -23,10 +23,3 @@ def test_ansible_reaches_every_host_over_ssh_as_deploy_and_becomes_root():
         assert escalated == "root", f"{host}: become gave {escalated}"
         assert ssh_connection != "none", f"{host}: the session did not come through sshd"
 
-
-def test_testinfra_reaches_the_stack_over_ssh_too(machine):
-    for name in sorted(STACK):
-        host = machine(name)
-        assert host.backend.NAME == "ssh", f"{name}: {host.backend.NAME}"
-        assert host.backend.host.user == "deploy", f"{name}: logs in as {host.backend.host.user}"
-        assert host.user().name == "root", f"{name}: sudo did not apply"
