@@ -22,4 +22,3 @@ def test_ansible_reaches_every_host_over_ssh_as_deploy_and_becomes_root():
         assert login == "deploy" and login != "root", f"{host}: logged in as {login}"
         assert escalated == "root", f"{host}: become gave {escalated}"
         assert ssh_connection != "none", f"{host}: the session did not come through sshd"
-
