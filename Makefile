@@ -14,13 +14,13 @@ test: ## everything CI runs: lint, syntax, fast tests, every Molecule scenario
 	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/test.sh'
 
 lint: ## lints only (yamllint, ansible-lint, ruff, mypy)
-	@scripts/with-engine.sh scripts/setup.sh && scripts/test.sh lint
+	@scripts/setup.sh host && scripts/test.sh lint
 
 molecule: ## one scenario: make molecule S=os_tuning
 	@test -n "$(S)" || { echo "usage: make molecule S=<scenario>"; exit 2; }
 	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/molecule.sh test -s "$(S)"'
 
-lab: ## the whole stack in local containers, deployed and smoke-checked
+lab: ## the whole stack in local containers (SSH, sudo), deployed and smoke-checked
 	@scripts/lab.sh up
 
 lab-down: ## remove the lab (containers, networks, cached facts)

@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# Everything the other make targets need, on a fresh Debian/Ubuntu machine, and a
-# quick no-op when it is all there already:
-#   - host packages (tool chain, redis-server for the server's tests);
-#   - the controller virtualenv .venv (requirements.txt and the server package);
-#   - a Docker engine (scripts/docker/engine.sh);
-#   - base images and offline apt repositories (scripts/images/build.sh).
-# `setup.sh host` stops after the virtualenv (what needs no containers).
+# setup.sh [host|lab|all]: what the other make targets need, on a fresh
+# Debian/Ubuntu machine, and a quick no-op when it is all there already.
+#   host  host tools and the controller virtualenv .venv (what needs no containers)
+#   lab   what `make lab` needs: .venv, a Docker engine, and the trixie image and
+#         offline repository only (no browser, no other suites); the virtualenv
+#         and the image are made at the same time
+#   all   (default) what `make test` needs: all of the above, every suite's image
+#         and repository, and the cluster scenario's outside checks (Chromium,
+#         sslscan, playwright-core)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$WSFLEET_ROOT"
+mode=${1:-all}
+case $mode in host|lab|all) ;; *) die "usage: $0 [host|lab|all]" ;; esac
 
-# Host tools. redis-server is only a binary for the server's tests: its service
-# is not started (apt_install keeps package scripts from starting daemons).
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
-apt_install git make ca-certificates redis-server mmdebstrap dpkg-dev
+# The lab's one suite (scripts/lab.sh runs every lab host on it).
+lab_suite=trixie
 
-venv=$WSFLEET_ROOT/.venv
-stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml server/constraints.txt 2>/dev/null) <(python3 --version))
-if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" != "$stamp" ]; then
+# Host packages, in one apt run: redis-server is only a binary for the server's
+# tests (its service is not started: apt_install keeps package scripts from
+# starting daemons); mmdebstrap and dpkg-dev build the images and repositories;
+# docker.io only when no engine answers and none is installed.
+host_packages=(git make ca-certificates openssh-client)
+python3 -c 'import ensurepip, venv' 2>/dev/null || host_packages+=(python3-venv)
+[ "$mode" = lab ] || host_packages+=(redis-server)
+if [ "$mode" != host ]; then
+  host_packages+=(mmdebstrap dpkg-dev)
+  docker info >/dev/null 2>&1 || command -v dockerd >/dev/null 2>&1 || host_packages+=(docker.io)
+fi
+[ "$mode" = all ] && host_packages+=(chromium sslscan)
+[ "$mode" = all ] && ! command -v npm >/dev/null 2>&1 && host_packages+=(nodejs npm)
+apt_install "${host_packages[@]}"
+
+make_venv() {
+  local venv=$WSFLEET_ROOT/.venv stamp
+  stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml server/constraints.txt 2>/dev/null) <(python3 --version))
+  if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" = "$stamp" ]; then
+    log "virtualenv .venv is up to date"
+    return 0
+  fi
   log "creating the virtualenv .venv"
   python3 -m venv "$venv"
   # Some pip configurations list find-links folders that do not exist; pip warns
@@ -27,22 +48,31 @@ if [ "$(cat "$venv/.wsfleet-stamp" 2>/dev/null)" != "$stamp" ]; then
   [ -f server/pyproject.toml ] && pip_install -c server/constraints.txt -e 'server[dev]'
   "$venv/bin/python" -c 'import ansible, molecule, testinfra' || die "the virtualenv is incomplete (see pip's output above)"
   echo "$stamp" > "$venv/.wsfleet-stamp"
-else
-  log "virtualenv .venv is up to date"
+  log "virtualenv .venv is ready"
+}
+
+if [ "$mode" = host ]; then
+  make_venv
+  exit 0
 fi
 
-[ "${1:-}" = host ] && exit 0
-
-# The cluster scenario's outside checks: Debian's chromium for the demo page
-# (driven by playwright-core, which never downloads a browser) and sslscan.
-apt_install chromium sslscan
-command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-browser_stamp=$(recipe_hash tests/browser/package-lock.json)
-if [ "$(cat tests/browser/node_modules/.wsfleet-stamp 2>/dev/null)" != "$browser_stamp" ]; then
-  log "installing playwright-core for the browser test"
-  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$browser_stamp" > tests/browser/node_modules/.wsfleet-stamp
+if [ "$mode" = all ]; then
+  # The cluster scenario's outside checks: Debian's chromium for the demo page
+  # (driven by playwright-core, which never downloads a browser) and sslscan.
+  browser_stamp=$(recipe_hash tests/browser/package-lock.json)
+  if [ "$(cat tests/browser/node_modules/.wsfleet-stamp 2>/dev/null)" != "$browser_stamp" ]; then
+    log "installing playwright-core for the browser test"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$browser_stamp" > tests/browser/node_modules/.wsfleet-stamp
+  fi
 fi
 
 "$WSFLEET_ROOT/scripts/docker/engine.sh" start
-"$WSFLEET_ROOT/scripts/images/build.sh"
+# The images and repositories download from Debian's archive while pip
+# downloads from PyPI: two independent waits, side by side.
+suites=()
+[ "$mode" = lab ] && suites=("$lab_suite")
+"$WSFLEET_ROOT/scripts/images/build.sh" "${suites[@]}" &
+images=$!
+make_venv
+wait "$images" || die "building the images failed (logs: $WSFLEET_CACHE/images/)"
