@@ -113,7 +113,7 @@ def test_handshake_rate_is_limited_only_where_configured(host):
         assert "limit_req " not in config
         return
     assert "limit_req_status 429;" in config
-    statuses = list(ThreadPoolExecutor(max_workers=40).map(lambda _: plain_status(host, "/ws"), range(120)))
+    statuses = list(ThreadPoolExecutor(max_workers=40).map(lambda _: plain_status(host, "/ws"), range(200)))
     assert 429 in statuses, statuses
     assert "limiting requests" in host.file("/var/log/nginx/error.log").content_string
     time.sleep(6)  # let the bucket drain before the next tests connect again

@@ -134,7 +134,7 @@ def test_a_later_file_overriding_a_setting_is_reported():
         warned = run_playbook("converge.yml")
         assert warned.returncode == 0, warned.output
         assert f"net.ipv4.tcp_keepalive_time is set again by {override}" in warned.output
-        assert "[WARNING]" in warned.output
+        assert "Warn that a file read later would undo settings at the next boot" in warned.output
     finally:
         for one in hosts:
             one.check_output(f"rm -f {override}")
