@@ -1,7 +1,9 @@
 """gixy-ng, the nginx configuration analyzer, on the configuration each load
 balancer really runs (`nginx -T`: every file, includes resolved). Findings of
 LOW severity are listed; anything above fails unless roles/nginx_lb/README.md
-justifies it (the JUSTIFIED checks below, each with its reason there)."""
+justifies it (the JUSTIFIED checks below, each with its reason there). Measured
+on the configuration before this check existed: 1 HIGH and 4 MEDIUM on Debian
+12, 3 MEDIUM on sid."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import json
 import shutil
 import subprocess
 
-# gixy check name -> the README section that justifies it (none today).
-JUSTIFIED: dict[str, str] = {}
+# gixy check name -> why it does not apply; roles/nginx_lb/README.md ("gixy-ng") says more.
+JUSTIFIED: dict[str, str] = {
+    "nginx_cves": "Debian backports security fixes without changing nginx's upstream version number",
+    "worker_rlimit_nofile_vs_connections": "worker_connections already counts both sides of a proxied WebSocket",
+}
 SEVERITIES = ["UNSPECIFIED", "LOW", "MEDIUM", "HIGH"]
 
 
