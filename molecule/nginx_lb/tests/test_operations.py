@@ -162,7 +162,7 @@ def test_a_drain_is_light_and_swaps_backends_in_one_reload(lbs):
         assert down.returncode == 0, down.output
         tasks = {host: counts["ok"] for host, counts in down.recap().items()}
         print(f"drain of one backend: {seconds:.1f} s, tasks ok per load balancer: {tasks}")
-        assert all(count <= 20 for count in tasks.values()), down.output
+        assert all(count <= 24 for count in tasks.values()), down.output  # the whole role: 32
         assert down.output.count("RUNNING HANDLER [nginx_lb : Reload nginx, keeping open connections]") == 1
 
         swap = run_playbook(
