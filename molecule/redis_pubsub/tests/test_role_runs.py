@@ -123,4 +123,3 @@ def test_a_flavor_not_packaged_for_the_release_fails_naming_the_variable():
         result.output
     )
     assert "use redis_pubsub_flavor=redis" in result.output
-
