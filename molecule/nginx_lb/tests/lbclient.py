@@ -110,8 +110,8 @@ class Connection:
         self.close()
 
 
-def open_ws(host, cookie: str | None = None, scheme: str = "wss") -> Connection:
-    headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
+def open_ws(host, cookie: str | None = None, scheme: str = "wss", headers: dict[str, str] | None = None) -> Connection:
+    headers = {**(headers or {}), **({"Cookie": f"{COOKIE}={cookie}"} if cookie else {})}
     context = tls_context(host) if scheme == "wss" else None
 
     async def opening() -> ClientConnection:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from lbclient import (
@@ -148,3 +149,37 @@ def test_a_drained_backend_gets_no_new_connections(lbs):
     for host, cookie in zip(lbs, cookies, strict=True):
         assert not [line for line in upstream_lines(host) if " down;" in line]
         assert visit(host, cookie).server == DRAINED  # the old cookie leads back to it
+
+
+def test_a_drain_is_light_and_swaps_backends_in_one_reload(lbs):
+    """A drain renders the upstream, checks it and reloads: no pass over the whole role.
+    A rolling restart returns one step's backends and drains the next one's in one reload."""
+    whole_host = "nginx-lb-debian12"  # a whole host per step: every port of it
+    started = time.monotonic()
+    down = run_playbook("drain.yml", "-e", json.dumps({"nginx_lb_drain_backends": [DRAINED], "nginx_lb_drain_state": "down"}))
+    seconds = time.monotonic() - started
+    try:
+        assert down.returncode == 0, down.output
+        tasks = {host: counts["ok"] for host, counts in down.recap().items()}
+        print(f"drain of one backend: {seconds:.1f} s, tasks ok per load balancer: {tasks}")
+        assert all(count <= 24 for count in tasks.values()), down.output  # the whole role: 32
+        assert down.output.count("RUNNING HANDLER [nginx_lb : Reload nginx, keeping open connections]") == 1
+
+        swap = run_playbook(
+            "drain.yml",
+            "-e",
+            json.dumps({"nginx_lb_drain_backends": [whole_host], "nginx_lb_drain_return_backends": [DRAINED]}),
+        )
+        assert swap.returncode == 0, swap.output
+        assert swap.output.count("RUNNING HANDLER [nginx_lb : Reload nginx, keeping open connections]") == 1
+        for host in lbs:
+            down_lines = [line for line in upstream_lines(host) if " down;" in line]
+            assert len(down_lines) == 3 and all(line.endswith(f"# {whole_host} (drained)") for line in down_lines), down_lines
+            assert all(seen.split(":")[0] != whole_host for seen in servers_reached(host, 6))
+    finally:
+        up = run_playbook(
+            "drain.yml", "-e", json.dumps({"nginx_lb_drain_backends": [DRAINED, whole_host], "nginx_lb_drain_state": "up"})
+        )
+    assert up.returncode == 0, up.output
+    for host in lbs:
+        assert not [line for line in upstream_lines(host) if " down;" in line]

@@ -110,3 +110,12 @@ def test_an_unset_instance_count_is_the_hosts_cpu_count_like_the_ws_server_role(
         [ws_host("ws-1", private="10.0.0.11") | {"vcpus": 3}, ws_host("ws-2", private="10.0.0.12", instances=1) | {"vcpus": 8}]
     )
     assert keys(result) == ["10.0.0.11:8000", "10.0.0.11:8001", "10.0.0.11:8002", "10.0.0.12:8000"]
+
+
+def test_one_request_can_return_some_backends_and_drain_others():
+    hosts = [ws_host("ws-1", private="10.0.0.11", instances=2), ws_host("ws-2", private="10.0.0.12", instances=2)]
+    swapped = plan(
+        hosts, drained=["10.0.0.11:8000", "10.0.0.11:8001"], request={"backends": ["ws-2"], "state": "down", "return": ["ws-1"]}
+    )
+    assert swapped["drained"] == ["10.0.0.12:8000", "10.0.0.12:8001"]
+    assert keys(swapped, down=True) == ["10.0.0.12:8000", "10.0.0.12:8001"]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
+import testinfra
 from playbook_run import run_playbook
 
 TARGET = 9000  # wsfleet_target_connections in molecule.yml
 NOFILE = TARGET * 2 + 1024
-SYSCTL_FILE = "/etc/sysctl.d/60-wsfleet.conf"
+SYSCTL_FILE = "/etc/sysctl.d/99-zz-wsfleet.conf"
+OLD_SYSCTL_FILE = "/etc/sysctl.d/60-wsfleet.conf"  # the name releases before used
+DEFAULT_SOFT = 1024  # what every other program keeps as its soft open-file limit
 
 # Network keys live in the container's own namespace and must hold the target.
 NETWORK_TARGETS = {
@@ -19,7 +24,12 @@ NETWORK_TARGETS = {
     "net.ipv4.tcp_keepalive_probes": "6",
     "net.ipv4.tcp_tw_reuse": "1",
 }
+HOSTS = ["os-tuning-debian12", "os-tuning-debian13"]
 HOST_WIDE_KEYS = ["fs.file-max", "fs.nr_open", "net.netfilter.nf_conntrack_max"]
+
+
+def get_host(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
 
 
 def sysctl(host, key: str) -> str:
@@ -71,18 +81,28 @@ def test_host_wide_keys_are_untouched_in_a_container(host):
     assert "fs.file-max: host-wide, left alone inside a container" in content
 
 
-def test_login_sessions_get_the_open_file_limit(host):
+def hard_limit_before(host) -> int:
+    """The hard open-file limit services had before the role (systemd's own, PID 1's)."""
+    line = next(line for line in host.file("/proc/1/limits").content_string.splitlines() if line.startswith("Max open files"))
+    return int(line.split()[4])
+
+
+def test_login_sessions_get_a_raised_hard_limit_and_keep_the_soft_one(host):
     limits = host.file("/etc/security/limits.d/90-wsfleet-nofile.conf")
     assert limits.mode == 0o644
+    lines = [line.split() for line in limits.content_string.splitlines() if line.strip() and not line.startswith("#")]
     for user in ("*", "root"):
-        for kind in ("soft", "hard"):
-            assert any(line.split() == [user, kind, "nofile", str(NOFILE)] for line in limits.content_string.splitlines())
+        hard = [int(fields[3]) for fields in lines if fields[:3] == [user, "hard", "nofile"]]
+        assert hard and hard[0] >= max(NOFILE, hard_limit_before(host)), lines
+        assert not [fields for fields in lines if fields[:3] == [user, "soft", "nofile"]], lines  # soft stays 1024
 
 
-def test_services_started_afterwards_get_the_open_file_limit(host):
-    dropin = host.file("/etc/systemd/system.conf.d/60-wsfleet-nofile.conf")
-    assert f"DefaultLimitNOFILE={NOFILE}" in dropin.content_string
-    assert host.check_output("systemctl show -p DefaultLimitNOFILE --value") == str(NOFILE)
+def test_other_services_keep_soft_1024_and_never_get_a_lower_hard_limit(host):
+    dropin = host.file("/etc/systemd/system.conf.d/60-wsfleet-nofile.conf").content_string
+    assert f"DefaultLimitNOFILE={DEFAULT_SOFT}:" in dropin
+    assert host.check_output("systemctl show -p DefaultLimitNOFILESoft --value") == str(DEFAULT_SOFT)
+    hard = int(host.check_output("systemctl show -p DefaultLimitNOFILE --value"))
+    assert hard >= max(NOFILE, hard_limit_before(host))
     unit = "wsfleet-nofile-probe"
     host.run(f"systemctl stop {unit}")
     host.check_output(f"systemd-run --unit={unit} --service-type=exec sleep 300")
@@ -90,9 +110,35 @@ def test_services_started_afterwards_get_the_open_file_limit(host):
         pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
         limits = host.file(f"/proc/{pid}/limits").content_string
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
-        assert line.split()[3:5] == [str(NOFILE), str(NOFILE)]
+        # A service gets at most what PID 1 holds (a container caps it, at 20000 here).
+        assert line.split()[3:5] == [str(DEFAULT_SOFT), str(min(hard, hard_limit_before(host)))]
     finally:
         host.run(f"systemctl stop {unit}")
+
+
+def test_the_settings_file_is_read_after_every_other_sysctl_file(host):
+    assert not host.file(OLD_SYSCTL_FILE).exists
+    files = re.findall(r"^# (/\S+\.conf)$", host.check_output("systemd-analyze cat-config sysctl.d"), re.M)
+    assert files[-1] == SYSCTL_FILE, files
+    assert any(path.endswith("/99-sysctl.conf") or path.startswith("/usr/lib/sysctl.d/") for path in files), files
+
+
+def test_a_later_file_overriding_a_setting_is_reported():
+    override = "/etc/sysctl.d/zz-wsfleet-test-override.conf"
+    hosts = [get_host(name) for name in HOSTS]
+    for one in hosts:
+        one.check_output(f"echo 'net.ipv4.tcp_keepalive_time = 7200' > {override}")
+    try:
+        failed = run_playbook("converge.yml", "-e", "os_tuning_sysctl_overridden=fail")
+        assert failed.returncode != 0
+        assert f"net.ipv4.tcp_keepalive_time is set again by {override}" in failed.output, failed.output
+        warned = run_playbook("converge.yml")
+        assert warned.returncode == 0, warned.output
+        assert f"net.ipv4.tcp_keepalive_time is set again by {override}" in warned.output
+        assert "Warn that a file read later would undo settings at the next boot" in warned.output
+    finally:
+        for one in hosts:
+            one.check_output(f"rm -f {override}")
 
 
 def test_check_mode_reports_no_change():

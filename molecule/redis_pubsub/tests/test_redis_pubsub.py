@@ -4,6 +4,7 @@ server's own client library from the controller over the private network."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import uuid
 from pathlib import Path
@@ -202,3 +203,26 @@ def test_the_servers_client_library_works_as_the_wsfleet_user(host, port):
         pubsub.close()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_the_configuration_names_the_installed_server_version(host, port):
+    version = re.search(r"v=([0-9.]+)", host.check_output(f"{flavor(host)}-server --version")).group(1)
+    header = host.file(f"/etc/{flavor(host)}/wsfleet-{port}.conf").content_string.splitlines()[1]
+    assert f"({flavor(host)} {version})" in header, header
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_the_client_librarys_handshake_gets_no_acl_denial(host, port):
+    """redis-py sends CLIENT SETINFO on every connection (servers >= 7.2 know it)."""
+    reply(host, port, "ACL", "LOG", "RESET", user=ADMIN)
+    client = redis.Redis(host=private_address(host), port=port, username=WSFLEET[0], password=WSFLEET[1], socket_timeout=5)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    assert "setinfo" not in reply(host, port, "ACL", "LOG", user=ADMIN)
+    rules = reply(host, port, "ACL", "GETUSER", WSFLEET[0], user=ADMIN)
+    version = re.search(r"v=([0-9]+)\.([0-9]+)", host.check_output(f"{flavor(host)}-server --version")).groups()
+    if tuple(map(int, version)) >= (7, 2):
+        assert "+client|setinfo" in rules

@@ -9,7 +9,8 @@ and deserve unit tests (molecule/nginx_lb/tests/test_upstream_plan.py):
   else the address of its default IPv4 route;
 - an explicit nginx_lb_upstream_servers list replaces that discovery;
 - a backend is down when nginx_lb_down_servers names it (inventory, permanent) or
-  when a drain marked it (runtime state kept on the load balancer);
+  when a drain marked it (runtime state kept on the load balancer); one drain may
+  return some backends and drain others (a rolling restart's step, one reload);
 - a selector is "ADDRESS:PORT", "HOST:PORT" (inventory name), "ADDRESS" or "HOST"
   (every port of it), "[IPV6]:PORT"; a selector that matches nothing is an error,
   so a typo never silently leaves a backend in service.
@@ -153,7 +154,8 @@ def nginx_lb_upstream_plan(
     defaults: port_base, instances, max_fails, fail_timeout.
     static_down: nginx_lb_down_servers (selectors).
     drained: keys marked down by earlier drains (state kept on the load balancer).
-    drain_request: {"backends": [selectors], "state": "down"|"up"} when draining.
+    drain_request: {"backends": [selectors], "state": "down"|"up", "return": [selectors]}
+      when draining; "return" puts backends back in the same step (before "backends" go down).
     servers: what the upstream block lists, each with key, address, port, host,
       weight, max_fails, fail_timeout, backup, down, down_reason.
     drained: the keys to keep as drained after this run.
@@ -193,11 +195,14 @@ def nginx_lb_upstream_plan(
         state = drain_request.get("state")
         if state not in ("down", "up"):
             raise AnsibleFilterError(f"nginx_lb: nginx_lb_drain_state must be down or up, got {state!r}")
+        returned = _select(servers, list(drain_request.get("return") or []), "nginx_lb_drain_return_backends")
+        drained_keys = [key for key in drained_keys if key not in returned]
+        notes += [f"{key}: stays down, nginx_lb_down_servers lists it" for key in returned if key in static_keys]
         requested = _select(servers, list(drain_request.get("backends") or []), "nginx_lb_drain_backends")
         if state == "down":
             drained_keys += [key for key in requested if key not in drained_keys]
             remaining = [s for s in servers if not s["backup"] and s["key"] not in drained_keys and s["key"] not in static_keys]
-            if not remaining:
+            if requested and not remaining:
                 raise AnsibleFilterError(
                     "nginx_lb: refusing to drain " + ", ".join(requested) + ": no other backend would be left to take connections"
                 )

@@ -5,11 +5,16 @@ and deserve unit tests (tests/test_os_tuning_plan.py):
 - capacity keys are only raised: a host that already has more keeps its value;
 - port ranges are only widened;
 - host-wide keys are left alone inside a container unless explicitly allowed;
-- keys the kernel does not have are skipped when optional, an error otherwise.
+- keys the kernel does not have are skipped when optional, an error otherwise;
+- a sysctl.d file read after the role's own that sets one of its keys again is
+  reported (it would undo the setting at the next boot);
+- the hard open-file limit of services and logins is only ever raised.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -107,8 +112,60 @@ def os_tuning_plan(
     return {"settings": settings, "kept": kept, "skipped": skipped, "drift": drift}
 
 
+_CONFIG_HEADER = re.compile(r"^# (/\S+\.conf)$")
+
+
+def os_tuning_sysctl_overrides(cat_config: str, own_file: str, keys: list[str]) -> list[str]:
+    """Keys of the role that a file read after its own sets again, one note each.
+
+    cat_config is the output of `systemd-analyze cat-config sysctl.d`: each file
+    under a "# /path/name.conf" header. systemd-sysctl reads the files of every
+    sysctl.d folder in the order of their names, so a file whose name sorts after
+    the role's own wins at boot, wherever it lives.
+    """
+    own_name = os.path.basename(own_file)
+    wanted = set(keys)
+    notes: list[str] = []
+    current: str | None = None
+    for line in cat_config.splitlines():
+        header = _CONFIG_HEADER.match(line.strip())
+        if header:
+            current = header.group(1)
+            continue
+        text = line.strip()
+        if current is None or not text or text[0] in "#;" or "=" not in text:
+            continue
+        if os.path.basename(current) <= own_name or current == own_file:
+            continue
+        key, value = (part.strip() for part in text.split("=", 1))
+        key = key.lstrip("-").replace("/", ".")
+        if key in wanted:
+            notes.append(f"{key} is set again by {current} ({value}), which systemd-sysctl reads after {own_file}")
+    return notes
+
+
+def os_tuning_nofile_hard(wanted: Any, default_hard: Any, pid1_hard: Any, systemd_default_hard: Any) -> int | str:
+    """The hard open-file limit for every service and login: the wanted one, or more.
+
+    Never lower than what services get now (systemd's DefaultLimitNOFILE, which an
+    operator may have raised), nor than systemd's own default where PID 1 may hold
+    it (512 Ki, or PID 1's hard limit in a container that caps it).
+    """
+    values = [default_hard, pid1_hard]
+    if any(str(value).strip() == "infinity" for value in values):
+        return "infinity"
+    current = _as_int("DefaultLimitNOFILE", default_hard, "systemd")
+    ceiling = min(_as_int("RLIMIT_NOFILE of PID 1", pid1_hard, "/proc/1/limits"), int(systemd_default_hard))
+    return max(_as_int("os_tuning_nofile", wanted, "target"), current, ceiling)
+
+
 class FilterModule:
     """Ansible entry point."""
 
     def filters(self) -> dict[str, Any]:
-        return {"os_tuning_plan": os_tuning_plan, "os_tuning_parse_live": os_tuning_parse_live}
+        return {
+            "os_tuning_plan": os_tuning_plan,
+            "os_tuning_parse_live": os_tuning_parse_live,
+            "os_tuning_sysctl_overrides": os_tuning_sysctl_overrides,
+            "os_tuning_nofile_hard": os_tuning_nofile_hard,
+        }
