@@ -11,12 +11,8 @@ wrongly carries on changes nothing here.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-from pathlib import Path
-
 import pytest
+from role_run import apply_role_in_check_mode
 
 PUBLIC_DEFAULT = "198.51.100.10"
 # What each role needs to get past its own argument checks (the secrets are the
@@ -31,22 +27,13 @@ all:
     redis_pubsub_wsfleet_password: firewall-scenario-wsfleet
     redis_pubsub_admin_password: firewall-scenario-admin-pw
 """
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def apply_role(role: str, inventory: Path) -> tuple[int, str]:
-    playbook = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "apply_role.yml"
-    command = ["ansible-playbook", "-i", str(inventory), str(playbook), "--check", "-e", f"fw_role={role}"]
-    environment = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=environment)
-    return completed.returncode, ANSI_ESCAPE.sub("", completed.stdout + completed.stderr)
 
 
 @pytest.mark.parametrize("role", ["ws_server", "redis_pubsub", "nginx_lb", "firewall"])
 def test_a_public_default_route_stops_the_role_naming_the_variable(role, tmp_path):
     inventory = tmp_path / "public-default-route.yml"
     inventory.write_text(INVENTORY)
-    returncode, output = apply_role(role, inventory)
+    returncode, output = apply_role_in_check_mode(role, inventory)
     assert returncode != 0, output[-3000:]
     assert f"default IPv4 address {PUBLIC_DEFAULT} is not private" in output, output[-3000:]
     assert "Set wsfleet_private_address for this host" in output
