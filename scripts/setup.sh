@@ -14,6 +14,8 @@ cd "$WSFLEET_ROOT"
 # is not started (apt_install keeps package scripts from starting daemons).
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 apt_install git make ca-certificates redis-server mmdebstrap dpkg-dev
+# promtool (package prometheus, not started) checks and unit-tests the alert rules.
+apt_install prometheus
 
 venv=$WSFLEET_ROOT/.venv
 stamp=$(recipe_hash requirements.txt $(ls server/pyproject.toml 2>/dev/null) <(python3 --version))
