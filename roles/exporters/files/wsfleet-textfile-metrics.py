@@ -3,7 +3,10 @@
 
 - wsfleet_unit_open_fds / wsfleet_unit_max_fds: open files and the soft limit
   of the busiest process (highest open/limit ratio) of each systemd unit named
-  with --unit (nginx's workers, Redis instances). The servers publish theirs.
+  with --unit (nginx's workers, Redis and server instances), and
+  wsfleet_unit_resident_bytes, the unit's resident memory. (The servers'
+  sandbox hides /proc/stat, without which their own process_* metrics are
+  missing.)
 - wsfleet_nginx_access_log_lines_total / wsfleet_nginx_upstream_errors_total:
   lines of nginx's JSON access log read so far, and those whose upstream
   answered 5xx or could not be reached (502, 504), across rotations: the read
@@ -57,20 +60,35 @@ def open_files(pid: int) -> tuple[int, int] | None:
     return None
 
 
+def resident_bytes(pid: int) -> int:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return 0
+    return 0
+
+
 def unit_lines(units: list[str]) -> list[str]:
     lines = [
+        "# HELP wsfleet_unit_resident_bytes Resident memory of the unit's processes.",
+        "# TYPE wsfleet_unit_resident_bytes gauge",
         "# HELP wsfleet_unit_open_fds Open files of the unit's busiest process.",
         "# TYPE wsfleet_unit_open_fds gauge",
         "# HELP wsfleet_unit_max_fds Open-file soft limit of the unit's busiest process.",
         "# TYPE wsfleet_unit_max_fds gauge",
     ]
     for unit in units:
-        readings = [r for r in map(open_files, unit_processes(unit)) if r and r[1] > 0]
+        pids = unit_processes(unit)
+        readings = [r for r in map(open_files, pids) if r and r[1] > 0]
         if not readings:
             continue
         count, limit = max(readings, key=lambda r: r[0] / r[1])
         lines.append(f'wsfleet_unit_open_fds{{unit="{unit}"}} {count}')
         lines.append(f'wsfleet_unit_max_fds{{unit="{unit}"}} {limit}')
+        lines.append(f'wsfleet_unit_resident_bytes{{unit="{unit}"}} {sum(map(resident_bytes, pids))}')
     return lines
 
 
