@@ -29,6 +29,9 @@ if [ "$mode" != host ]; then
   docker info >/dev/null 2>&1 || command -v dockerd >/dev/null 2>&1 || host_packages+=(docker.io)
 fi
 [ "$mode" = all ] && host_packages+=(chromium sslscan)
+# promtool (package prometheus, its service not started) checks and unit-tests
+# the alert rules in the fast tests.
+[ "$mode" = all ] && host_packages+=(prometheus)
 [ "$mode" = all ] && ! command -v npm >/dev/null 2>&1 && host_packages+=(nodejs npm)
 apt_install "${host_packages[@]}"
 
