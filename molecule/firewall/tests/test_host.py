@@ -42,4 +42,4 @@ def test_the_rules_file_is_what_is_loaded_and_survives_a_restart(machine, name):
     host.check_output("systemctl restart wsfleet-firewall.service")  # what a boot does
     assert host.check_output("nft -s list table inet wsfleet") == before
     # The file is checked by nft as it stands on the host.
-    host.check_output("nft -c -f /etc/wsfleet/firewall.nft")
+    host.check_output("nft -c -f /etc/nftables.d/wsfleet.nft")
