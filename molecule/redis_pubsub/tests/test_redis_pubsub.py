@@ -110,6 +110,8 @@ def test_wsfleet_user_writes_and_reads_streams(host, port):
 def test_wsfleet_user_runs_the_servers_lua_scripts(host, port):
     room = f"room-{uuid.uuid4().hex[:8]}"
     keys = [f"wsfleet:{{{room}}}:history", f"wsfleet:{{{room}}}:epoch"]
+    # publish.lua's third key is the call's token (a retried call stores nothing twice).
+    token_key = f"wsfleet:{{{room}}}:pub:{uuid.uuid4().hex}"
     for name in ("publish.lua", "join.lua"):
         host.check_output(f"cat > /tmp/{name} <<'LUA'\n{(LUA_DIR / name).read_text()}\nLUA")
     offset = reply(
@@ -118,6 +120,7 @@ def test_wsfleet_user_runs_the_servers_lua_scripts(host, port):
         "--eval",
         "/tmp/publish.lua",
         *keys,
+        token_key,
         ",",
         f"wsfleet:{{{room}}}",
         room,
@@ -126,6 +129,7 @@ def test_wsfleet_user_runs_the_servers_lua_scripts(host, port):
         "10",
         "60000",
         "epoch-1",
+        "30000",
         user=WSFLEET,
     )
     assert offset.count("-") == 1, offset
@@ -194,7 +198,11 @@ def test_the_servers_client_library_works_as_the_wsfleet_user(host, port):
         pubsub = client.pubsub()
         pubsub.subscribe(f"wsfleet:{{{room}}}")
         assert pubsub.get_message(timeout=2)["type"] == "subscribe"
-        offset = publish(keys=keys, args=[f"wsfleet:{{{room}}}", room, '"bob"', '"hey"', 10, 60000, "epoch-1"]).decode()
+        token_key = f"wsfleet:{{{room}}}:pub:{uuid.uuid4().hex}"
+        args = [f"wsfleet:{{{room}}}", room, '"bob"', '"hey"', 10, 60000, "epoch-1", 30000]
+        offset = publish(keys=[*keys, token_key], args=args).decode()
+        # The same call again (a retry after a lost reply) stores and publishes nothing.
+        assert publish(keys=[*keys, token_key], args=args).decode() == offset
         message = pubsub.get_message(timeout=2)
         assert message["type"] == "message" and message["data"].startswith(offset.encode() + b" ")
         assert join(keys=keys, args=[60000, "epoch-2", "", "", 10])[:3] == [b"epoch-1", offset.encode(), 0]
