@@ -48,7 +48,10 @@ def test_servers_recover_from_a_redis_restart(machine):
     unit = next(
         line.split()[0]
         for line in redis_host.check_output("systemctl list-units --plain --no-legend --type=service").splitlines()
-        if f"{port}" in line.split()[0] and ("redis" in line or "valkey" in line)
+        # The Redis instance itself, not its exporter (wsfleet-redis-exporter@...).
+        if line.split()[0].endswith(f"@{port}.service")
+        and ("redis" in line or "valkey" in line)
+        and "exporter" not in line.split()[0]
     )
     assert all(code == 200 for code in health_codes(machine).values())
     redis_host.check_output(f"systemctl stop {unit}")
