@@ -103,6 +103,7 @@ def test_the_issue_s_alerts_are_all_there(rules_dir: Path) -> None:
         "redis_clients",
         "fanout_latency",
         "slow_consumer",
+        "rate_limit_closes",
         "redis_memory",
         "pubsub_output_buffer",
         "nginx_upstream_errors",

@@ -190,6 +190,13 @@ async def test_4029_boundary_more_than_burst_refusals(launch: Launcher) -> None:
     assert (last["type"], last["code"], last["id"]) == ("error", "rate_limited", 20)
     code, _ = await closed_code(connection)
     assert code == 4029
+    # The close is counted by its code, for the rate-limit alert and dashboard panel.
+    for _ in range(50):
+        if server.metric("ws_server_closes_total", 'code="4029"') == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert server.metric("ws_server_closes_total", 'code="4029"') == 1
+    assert server.metric("ws_server_closes_total", 'code="4008"') == 0
 
 
 async def test_steady_rate_over_the_limit_reaches_4029(launch: Launcher) -> None:

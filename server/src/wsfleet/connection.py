@@ -233,6 +233,7 @@ class FleetConnection(asyncio.Protocol):
         "request_body_too_large",
         "rooms",
         "sender",
+        "server_close_code",
         "transport",
     )
 
@@ -260,6 +261,7 @@ class FleetConnection(asyncio.Protocol):
         self.overflowed = False
         self.compressed = False  # permessage-deflate was negotiated
         self.closing = False  # the server decided to close this connection
+        self.server_close_code: int | None = None  # the code it closed with, if it did
         self.lost = False  # the TCP connection is gone
         self.eof = False  # the protocol was told the stream ended
         self.opened_at = 0.0
@@ -521,6 +523,7 @@ class FleetConnection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self.server_close_code = code
         protocol = self.protocol
         if protocol.state is _OPEN:
             protocol.send_close(code, reason)
@@ -577,6 +580,7 @@ class FleetConnection(asyncio.Protocol):
         if self.ping_sent_at != sent_at or self.protocol.state is not _OPEN:
             return
         self.closing = True
+        self.server_close_code = CloseCode.INTERNAL_ERROR
         self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         self.send_data()
 
@@ -622,6 +626,7 @@ class FleetConnection(asyncio.Protocol):
             except UnicodeDecodeError as exc:
                 self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
                 self.closing = True
+                self.server_close_code = CloseCode.INVALID_DATA
                 return
         else:
             message = bytes(data)

@@ -33,6 +33,9 @@ OUTBOUND_TYPES = (
 )
 
 # Fanout on loopback takes tens of microseconds; across hosts, milliseconds.
+# The close codes the server sends (PROTOCOL.md, "Close codes").
+SERVER_CLOSE_CODES = (1000, 1001, 1007, 1009, 1011, 1012, 4001, 4008, 4029)
+
 LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -83,6 +86,14 @@ class Metrics:
             "Connections closed with 4008 because their outbound queue overflowed",
             registry=self.registry,
         )
+        # Only codes the server itself chose (a client picks any code it likes for
+        # its own closes, which would make the label set unbounded).
+        self.server_closes = Counter(
+            "ws_server_closes",
+            "Connections the server closed, by the close code it sent",
+            ["code"],
+            registry=self.registry,
+        )
         self.rejected_connections = Counter(
             "ws_rejected_connections",
             "Handshakes refused, by reason",
@@ -104,6 +115,10 @@ class Metrics:
         self.outbound = {kind: self.messages.labels("outbound", kind) for kind in OUTBOUND_TYPES}
         for reason in ("auth", "origin", "capacity", "draining"):
             self.rejected_connections.labels(reason)
+        # Every code an alert or a dashboard panel asks for exists from the start
+        # (a rate over a series that does not exist yet is no data, not zero).
+        for code in SERVER_CLOSE_CODES:
+            self.server_closes.labels(str(code))
 
     def render(self) -> bytes:
         """The text exposition format served at ``/metrics``."""

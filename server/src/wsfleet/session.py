@@ -117,6 +117,8 @@ class Session:
         context.hub.leave_all(connection)
         context.open_connections -= 1
         context.metrics.connected_clients.dec()
+        if connection.server_close_code is not None:
+            context.metrics.server_closes.labels(str(connection.server_close_code)).inc()
         log_event(
             logger,
             logging.INFO,
