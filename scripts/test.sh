@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# test.sh [lint]: everything CI runs, in order: lint, playbook syntax, fast
-# tests, then every Molecule scenario (`lint` stops after the lints). Each stage reports its wall time; the run goes on after a
-# failing scenario so one report shows every failure, and exits non-zero if any.
+# test.sh [lint]: everything CI runs: lint, playbook syntax, fast tests, then
+# every Molecule scenario (`lint` stops after the lints). Each stage reports its
+# wall time; the run goes on after a failing stage so one report shows every
+# failure, and exits non-zero if any.
+#
+# After the lints, the work runs in two lanes side by side: the `cluster`
+# scenario (the longest stage, much of it spent waiting on container boots,
+# SSH round trips and readiness) in the background, everything else in order in
+# the foreground. WSFLEET_TEST_LANES=1 runs it all in one lane, in order.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$WSFLEET_ROOT"
@@ -11,6 +17,7 @@ export PATH=$WSFLEET_ROOT/.venv/bin:$PATH
 
 failures=()
 passed=0
+report=()
 stage() { # stage NAME CMD...: run one stage, time it, remember a failure
   local name=$1 start=$SECONDS
   shift
@@ -18,9 +25,42 @@ stage() { # stage NAME CMD...: run one stage, time it, remember a failure
   if "$@"; then
     log "── $name: ok ($((SECONDS - start)) s)"
     passed=$((passed + 1))
+    report+=("ok     $((SECONDS - start)) s  $name")
   else
     log "── $name: FAILED ($((SECONDS - start)) s)"
     failures+=("$name")
+    report+=("FAILED $((SECONDS - start)) s  $name")
+  fi
+}
+
+# background_stage NAME LOG CMD...: run one stage in the background, its output
+# in LOG; its outcome line ("ok SECONDS" or "FAILED SECONDS") follows in LOG.status.
+background_stage() {
+  local name=$1 output=$2
+  shift 2
+  log "── $name: started in the background (output: $output)"
+  (
+    start=$SECONDS
+    if "$@" >"$output" 2>&1; then status=ok; else status=FAILED; fi
+    echo "$status $((SECONDS - start))" >"$output.status"
+  ) &
+  background_pid=$!
+}
+
+# finish_background_stage NAME LOG: wait for it, show its output, count it.
+finish_background_stage() {
+  local name=$1 output=$2 status seconds
+  wait "$background_pid" || true
+  read -r status seconds <"$output.status" || { status=FAILED; seconds=?; }
+  log "── $name (ran in the background): its output"
+  cat "$output"
+  log "── $name: $status ($seconds s)"
+  if [ "$status" = ok ]; then
+    passed=$((passed + 1))
+    report+=("ok     $seconds s  $name (background lane)")
+  else
+    failures+=("$name")
+    report+=("FAILED $seconds s  $name (background lane)")
   fi
 }
 
@@ -54,17 +94,31 @@ if [ "${1:-}" = lint ]; then
   [ ${#failures[@]} -eq 0 ] || { log "failed stages: ${failures[*]}"; exit 1; }
   exit 0
 fi
+scenarios=${WSFLEET_SCENARIOS:-$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)}
+background=""
+if [ "${WSFLEET_TEST_LANES:-2}" -gt 1 ] && grep -qx cluster <<<"$scenarios"; then
+  background=cluster
+  scenarios=$(grep -vx cluster <<<"$scenarios" || true)
+  logs=$WSFLEET_ROOT/.cache/test-logs
+  mkdir -p "$logs"
+  background_stage "molecule scenario cluster" "$logs/molecule-cluster.log" scripts/molecule.sh test -s cluster
+fi
+
 stage "playbook syntax" syntax_check
 stage "fast tests" fast_tests
 # The fast tests ran the server on the websockets that constraints.txt pins (the
 # top of the declared range); this runs it on the bottom of that range.
 stage "server suite on the lowest websockets" server/tests/run-websockets-range.sh lowest
 
-scenarios=${WSFLEET_SCENARIOS:-$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)}
 for scenario in $scenarios; do
   stage "molecule scenario $scenario" scripts/molecule.sh test -s "$scenario"
 done
+if [ -n "$background" ]; then
+  finish_background_stage "molecule scenario cluster" "$logs/molecule-cluster.log"
+fi
 
+log "stage times (wall, $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s in all):"
+printf '  %s\n' "${report[@]}" >&2
 echo "stages: $passed passed, ${#failures[@]} failed"
 if [ ${#failures[@]} -gt 0 ]; then
   log "failed stages: ${failures[*]}"

@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "monitoring"
 UNIT_TESTS = Path(__file__).resolve().parent / "promtool" / "wsfleet-rules.test.yml"
-# Every alert is "LHS <comparison> number": the monitoring scenario queries the
+# Every alert is "LHS <comparison> number": the cluster scenario queries the
 # LHS of each and fails when it returns nothing.
 ALERT_SHAPE = re.compile(r"^(?P<lhs>.+?)\s*(?:==|!=|>=|<=|>|<)\s*-?[0-9.e+]+$")
 

@@ -4,7 +4,7 @@ import re
 
 from playbook_run import run_playbook
 
-STACK = {"cluster-lb1", "cluster-ws1", "cluster-ws2", "cluster-redis1"}
+STACK = {"cluster-lb1", "cluster-ws1", "cluster-ws2", "cluster-redis1", "cluster-mon1"}
 
 
 def test_ansible_reaches_every_host_over_ssh_as_deploy_and_becomes_root():

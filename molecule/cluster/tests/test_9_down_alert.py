@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import WS_HOST, api, wait_for
+from prometheus import WS_HOST, api, wait_for
 
 
 def firing(instance: str) -> list[dict]:

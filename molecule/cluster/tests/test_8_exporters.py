@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 
-from conftest import api
+from prometheus import api
 
 HOSTS = {
-    "wsfleet-mon-lb1": ("172.30.240.10", [9100, 9113]),
-    "wsfleet-mon-ws1": ("172.30.240.21", [9100]),
-    "wsfleet-mon-redis1": ("172.30.240.31", [9100, 9121]),
-    "wsfleet-mon-mon1": ("172.30.240.40", [9100]),
+    "cluster-lb1": ("172.30.233.10", [9100, 9113]),
+    "cluster-ws1": ("172.30.233.21", [9100]),
+    "cluster-ws2": ("172.30.233.22", [9100]),
+    "cluster-redis1": ("172.30.233.31", [9100, 9121]),
+    "cluster-mon1": ("172.30.233.40", [9100]),
 }
 
 
@@ -29,7 +30,7 @@ def test_exporters_listen_on_the_private_address_only(machine) -> None:
 
 
 def test_stub_status_answers_on_loopback_only(machine) -> None:
-    lb = machine("wsfleet-mon-lb1")
+    lb = machine("cluster-lb1")
     bound = listeners(lb)
     assert "127.0.0.1:8090" in bound
     assert not [b for b in bound if b.endswith(":8090") and not b.startswith("127.0.0.1:")]
@@ -40,7 +41,7 @@ def test_stub_status_answers_on_loopback_only(machine) -> None:
 
 
 def test_exporter_units_are_sandboxed_and_limited(machine) -> None:
-    node = machine("wsfleet-mon-redis1")
+    node = machine("cluster-redis1")
     for unit in ("prometheus-node-exporter.service", "wsfleet-redis-exporter@6379.service"):
         shown = node.check_output(f"systemctl show {unit} -p NoNewPrivileges -p ProtectSystem -p LimitNOFILE -p User")
         properties = dict(line.split("=", 1) for line in shown.splitlines())
@@ -51,12 +52,12 @@ def test_exporter_units_are_sandboxed_and_limited(machine) -> None:
 
 
 def test_the_redis_exporter_password_is_readable_by_root_only(machine) -> None:
-    env = machine("wsfleet-mon-redis1").file("/etc/wsfleet-exporters/redis-6379.env")
+    env = machine("cluster-redis1").file("/etc/wsfleet-exporters/redis-6379.env")
     assert env.user == "root" and env.mode == 0o600
 
 
 def test_the_json_access_log_rotates_and_nginx_writes_the_new_one(machine, traffic) -> None:
-    lb = machine("wsfleet-mon-lb1")
+    lb = machine("cluster-lb1")
     log = "/var/log/nginx/wsfleet-access.json"
     assert lb.file(log).size > 0  # the traffic fixture's WebSocket went through the LB
     lb.check_output("logrotate --force /etc/logrotate.d/wsfleet-nginx")

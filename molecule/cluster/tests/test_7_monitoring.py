@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import EXPECTED_TARGETS, api, has_data, query
+from prometheus import EXPECTED_TARGETS, api, has_data, query
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "templates" / "grafana" / "wsfleet-dashboard.json"
 ALERT_SHAPE = re.compile(r"^(?P<lhs>.+?)\s*(?:==|!=|>=|<=|>|<)\s*-?[0-9.e+]+$")
@@ -22,7 +22,7 @@ def test_every_target_is_up(scraped: None) -> None:
 def test_targets_are_scraped_on_private_addresses(scraped: None) -> None:
     for target in api("targets", state="active")["activeTargets"]:
         if target["labels"]["job"] != "prometheus":
-            assert target["labels"]["instance"].startswith("172.30.240."), target["labels"]
+            assert target["labels"]["instance"].startswith("172.30.233."), target["labels"]
 
 
 def test_every_rule_loaded_and_healthy(scraped: None) -> None:

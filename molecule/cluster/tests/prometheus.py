@@ -1,11 +1,10 @@
-"""The monitoring scenario's fleet, its Prometheus API and a little real traffic."""
+"""The cluster scenario's Prometheus: its API, readiness waits and a little real traffic."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -13,15 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import testinfra
 import websockets
 
 PROMETHEUS = "http://127.0.0.1:19090"
-LB = "ws://172.30.240.10/ws"
-WS_HOST = ("wsfleet-mon-ws1", "172.30.240.21", [8000, 8001])
-# Every scrape target the inventory implies: 2 instances, node_exporter on the 4
-# hosts, 1 nginx exporter, 1 redis_exporter, Prometheus itself.
-EXPECTED_TARGETS = {"wsfleet": 2, "node": 4, "nginx": 1, "redis": 1, "prometheus": 1}
+LB = "ws://172.30.233.10/ws"
+WS_HOST = ("cluster-ws1", "172.30.233.21", [8000, 8001])
+# Every scrape target the inventory implies: 4 instances (2 per server host),
+# node_exporter on the 5 hosts of the fleet, 1 nginx exporter, 1 redis_exporter,
+# Prometheus itself.
+EXPECTED_TARGETS = {"wsfleet": 4, "node": 5, "nginx": 1, "redis": 1, "prometheus": 1}
 
 
 def api(path: str, **params: str) -> Any:
@@ -57,19 +56,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, pause: flo
                 return last
         time.sleep(pause)
     pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-
-
-@pytest.fixture(scope="session")
-def machine() -> Callable[[str], testinfra.host.Host]:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    cache: dict[str, testinfra.host.Host] = {}
-
-    def get(name: str) -> testinfra.host.Host:
-        if name not in cache:
-            cache[name] = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
-        return cache[name]
-
-    return get
 
 
 async def _traffic(messages: int) -> int:
