@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""rolling-restart-drill.py: time playbooks/rolling-restart.yml under live traffic.
+
+Connects LISTENERS resuming clients and one publisher to a room through the load
+balancer, publishes RATE messages per second, runs the rolling restart, and
+reports how long it took and whether every listener ended with every
+acknowledged message once and in order. Run it against the lab (the default) or
+any fleet of yours, with the project's virtualenv:
+
+    .venv/bin/python scripts/rolling-restart-drill.py --listeners 200 --rate 50
+    .venv/bin/python scripts/rolling-restart-drill.py -- -e wsfleet_rolling_step=host
+
+Arguments after `--` go to ansible-playbook. Exit status 0 when the restart
+succeeded and no listener lost, repeated or reordered an acknowledged message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from websockets.exceptions import ConnectionClosed
+from wsfleet.client import Client, Message, PublishError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    milliseconds, sequence = offset.split("-")
+    return int(milliseconds), int(sequence)
+
+
+async def collect(client: Client, room: str, received: list[str], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            item = await client.next_message(timeout=1)
+        except TimeoutError:
+            continue
+        if isinstance(item, Message) and item.room == room:
+            received.append(item.offset)
+
+
+async def publish_steadily(
+    publisher: Client, room: str, rate: float, acked: list[str], refused: list[str], stop: asyncio.Event
+) -> None:
+    interval = 1 / rate
+    next_at = time.monotonic()
+    sequence = 0
+    while not stop.is_set():
+        sequence += 1
+        try:
+            acked.append(await publisher.publish(room, {"n": sequence}, timeout=10))
+        except (PublishError, TimeoutError, ConnectionClosed) as error:
+            refused.append(f"{sequence}: {error!r}")  # not acknowledged: not owed to anyone
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+async def run_playbook(inventory: str, extra: list[str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "ansible-playbook",
+        "-i",
+        inventory,
+        str(ROOT / "playbooks" / "rolling-restart.yml"),
+        *extra,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+async def drill(options: argparse.Namespace) -> int:
+    room = options.room
+    listeners = [Client(options.url, rooms=[room]) for _ in range(options.listeners)]
+    publisher = Client(options.url)
+    for client in [*listeners, publisher]:
+        await client.__aenter__()
+    await asyncio.gather(*(client.wait_connected(timeout=60) for client in [*listeners, publisher]))
+    received: list[list[str]] = [[] for _ in listeners]
+    acked: list[str] = []
+    refused: list[str] = []
+    stop_publishing, stop_collecting = asyncio.Event(), asyncio.Event()
+    collectors = [
+        asyncio.create_task(collect(client, room, offsets, stop_collecting))
+        for client, offsets in zip(listeners, received, strict=True)
+    ]
+    await asyncio.sleep(1)
+    publishing = asyncio.create_task(publish_steadily(publisher, room, options.rate, acked, refused, stop_publishing))
+    await asyncio.sleep(2)
+    print(f"{options.listeners} listeners, {options.rate:g} msg/s: running rolling-restart.yml", file=sys.stderr)
+    started = time.monotonic()
+    returncode, output = await run_playbook(options.inventory, options.ansible_args)
+    seconds = time.monotonic() - started
+    await asyncio.sleep(2)
+    stop_publishing.set()
+    await publishing
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(set(acked) - set(offsets) for offsets in received):
+        await asyncio.sleep(0.2)
+    stop_collecting.set()
+    await asyncio.gather(*collectors)
+    for client in [*listeners, publisher]:
+        await client.close()
+
+    acked_set = set(acked)
+    lost = duplicated = disordered = 0
+    for offsets in received:
+        mine = [offset for offset in offsets if offset in acked_set]
+        unique = list(dict.fromkeys(mine))
+        lost += len(acked_set - set(unique))
+        duplicated += len(mine) - len(unique)
+        disordered += unique != sorted(unique, key=offset_key)
+    recap = [line for line in output.splitlines() if " : ok=" in line]
+    print("\n".join(recap), file=sys.stderr)
+    print(
+        f"rolling restart: exit {returncode}, {seconds:.1f} s; {len(acked)} messages acknowledged, "
+        f"{len(refused)} refused while instances moved; over {len(listeners)} listeners: "
+        f"{lost} lost, {duplicated} duplicated, {disordered} listeners out of order"
+    )
+    if returncode != 0:
+        print(output[-4000:], file=sys.stderr)
+    return 0 if returncode == 0 and lost == duplicated == disordered == 0 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="ws://127.0.0.1:8080/ws", help="the load balancer's WebSocket URL")
+    parser.add_argument("--inventory", default=str(ROOT / "inventories" / "lab"))
+    parser.add_argument("--listeners", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50.0, help="messages per second")
+    parser.add_argument("--room", default="rolling-restart-drill")
+    parser.add_argument("ansible_args", nargs="*", help="after --: arguments for ansible-playbook")
+    return asyncio.run(drill(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
