@@ -123,3 +123,24 @@ def test_a_flavor_not_packaged_for_the_release_fails_naming_the_variable():
         result.output
     )
     assert "use redis_pubsub_flavor=redis" in result.output
+
+
+def test_a_package_upgrade_restarts_the_instances_onto_the_new_binary(changed_instances):
+    """dpkg replaces a binary by renaming a new file over it: the running instances keep
+    the old, deleted one. The next run restarts them (one at a time) onto the new one."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    hosts = {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in FLAVOR}
+    for name, one in hosts.items():
+        # /usr/bin/redis-server is a symlink (to redis-check-rdb on Debian): the
+        # file the package replaces, and the running process maps, is its target.
+        binary = one.check_output(f"readlink -f /usr/bin/{FLAVOR[name]}-server")
+        one.check_output(f"cp -p {binary} {binary}.wsfleet-test && mv {binary}.wsfleet-test {binary}")
+    before = {name: started(one) for name, one in hosts.items()}
+    result = run_playbook("converge.yml", "-e", changed_instances["extra_vars"])
+    assert result.returncode == 0, result.output
+    for name, one in hosts.items():
+        after = started(one)
+        for port in PORTS:
+            assert after[port][0] != before[name][port][0], (name, port)
+            assert not one.file(f"/proc/{after[port][0]}/exe").linked_to.endswith("(deleted)")
+            assert reply(one, port, "PING", user=WSFLEET) == "PONG"
