@@ -156,6 +156,10 @@ class RedisClusterNodes:
                 str(self.NODE_TIMEOUT_MS),
                 "--cluster-require-full-coverage",
                 "no",
+                # A node back after a kill is in sync at once, not after the default 5 s
+                # wait for more replicas to share a diskless transfer.
+                "--repl-diskless-sync-delay",
+                "0",
                 "--save",
                 "",
                 "--appendonly",
@@ -274,6 +278,13 @@ class RedisClusterNodes:
             if any(low <= slot <= high for low, high in node["slots"]):
                 return node
         raise AssertionError(f"no primary owns slot {slot}")
+
+    def owner_or_none(self, slot: int) -> int | None:
+        """The port of the live primary that owns ``slot``, None while nobody does."""
+        try:
+            return int(self.owner(slot)["port"])
+        except AssertionError:
+            return None
 
     def keyslot(self, key: str) -> int:
         with self.client(self.PORTS[0]) as client:

@@ -44,6 +44,7 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     TryAgainError,
 )
@@ -80,7 +81,11 @@ SUBSCRIBE_TIMEOUT = 5.0
 REPLICATED_ATTEMPTS = 4
 # Errors that mean "the slot is elsewhere or moving": settle it without WAIT, then retry.
 REDIRECTIONS = (MovedError, AskError, TryAgainError, ClusterDownError)
-OS_ERRORS = (RedisError, OSError, RuntimeError)  # RuntimeError: a write to a closed transport
+# What a Redis call may raise when a node goes away: RedisError, RedisClusterException
+# (no node for a slot), OSError, RuntimeError (uvloop: a write to a closed transport),
+# and, when a topology refresh closes a connection that another command is opening,
+# AttributeError from inside redis-py. All mean "unavailable, retry".
+OS_ERRORS = (Exception,)
 
 
 class ClusterBroker:
@@ -153,7 +158,7 @@ class ClusterBroker:
         for room in self._subscribed:
             try:
                 owner = self._cluster.get_node_from_key(history_key(room))  # the channel's slot
-            except RedisError:
+            except (RedisError, RedisClusterException):  # no slot map, or the slot uncovered
                 lost.append(room)
                 continue
             if owner is None or self._live.get(room) != owner.name:
@@ -219,7 +224,7 @@ class ClusterBroker:
                 # RedisCluster retries it across failovers and redirections; the
                 # script's token makes every retry return the first run's offset.
                 offset = await self._publish_script(keys=keys, args=args)
-        except RedisError as exc:
+        except OS_ERRORS as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         return offset.decode() if isinstance(offset, bytes) else str(offset)
 
@@ -235,9 +240,19 @@ class ClusterBroker:
         """
         key = keys[0]
         for _attempt in range(REPLICATED_ATTEMPTS):
-            node = self._cluster.get_node_from_key(key)
+            try:
+                node = self._cluster.get_node_from_key(key)
+            except (RedisError, RedisClusterException):
+                node = None
+            if node is None:
+                # No slot map (dropped after a connection error) or the slot is not
+                # covered: the script alone lets the client find the owner.
+                await self._publish_script(keys=keys, args=args)
+                continue
             pipe = self._cluster.pipeline()
-            pipe.evalsha(self._publish_script.sha, len(keys), *keys, *args)
+            # (ClusterPipeline blocks its evalsha() helper; the raw command is routed
+            # by its first key like any keyed command.)
+            pipe.execute_command("EVALSHA", self._publish_script.sha, len(keys), *keys, *args)
             pipe.execute_command(
                 "WAIT", self._publish_replicas, self._wait_timeout_ms, target_nodes=node
             )
@@ -253,8 +268,11 @@ class ClusterBroker:
                 raise offset
             if isinstance(replicas, Exception):
                 raise replicas
-            owner = self._cluster.get_node_from_key(key)
-            if owner is None or node is None or owner.name != node.name:
+            try:
+                owner = self._cluster.get_node_from_key(key)
+            except (RedisError, RedisClusterException):
+                owner = None
+            if owner is None or owner.name != node.name:
                 continue  # the slot map changed meanwhile: WAIT may have gone elsewhere
             if int(replicas) < self._publish_replicas:
                 raise NotReplicated(
@@ -278,7 +296,7 @@ class ClusterBroker:
                     self._history_size,
                 ],
             )
-        except RedisError as exc:
+        except OS_ERRORS as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         room_epoch = reply[0].decode() if reply[0] else None
         latest = reply[1].decode() if reply[1] else None
