@@ -62,6 +62,7 @@ def offset_key(offset: str) -> tuple[int, int]:
 @dataclass
 class Listener:
     room: str
+    stays: bool = False  # never reconnects: only the live subscription feeds it
     start: str | None = None
     received: list[str] = field(default_factory=list)
     resumes: int = 0
@@ -139,11 +140,10 @@ async def join_room(
 
 
 async def listen(
-    urls: list[str], listener: Listener, rng: random.Random, stop: asyncio.Event
+    urls: list[str], listener: Listener, rng: random.Random, stop: asyncio.Event, turn: int
 ) -> None:
     """Join, read for a while, close, resume with ``since`` on the other instance; again."""
     epoch: str | None = None
-    turn = rng.randrange(2)
     while not stop.is_set():
         connection, _ = await connect(urls[turn % 2])
         turn += 1
@@ -156,11 +156,13 @@ async def listen(
             listener.resumes += 1
             if not joined["recovered"]:
                 listener.not_recovered += 1
-        deadline = time.monotonic() + rng.uniform(0.5, 2.0)
+        deadline = time.monotonic() + (3600 if listener.stays else rng.uniform(0.5, 2.0))
         try:
             while time.monotonic() < deadline and not stop.is_set():
                 try:
-                    frame = await next_frame(connection, max(0.05, deadline - time.monotonic()))
+                    frame = await next_frame(
+                        connection, min(0.5, max(0.05, deadline - time.monotonic()))
+                    )
                 except TimeoutError:
                     continue
                 if frame["type"] == "message":
@@ -185,6 +187,7 @@ def check(listeners: list[Listener], traffic: Traffic) -> dict[str, int]:
     """Lost acked offsets, duplicates, out-of-order deliveries and resyncs over all listeners."""
     figures = {"lost": 0, "duplicates": 0, "out_of_order": 0, "resyncs": 0, "not_recovered": 0}
     figures["delivered"] = 0
+    figures["stayers_lost"] = 0
     figures["unacked_delivered"] = 0
     for listener in listeners:
         received = listener.received
@@ -196,7 +199,10 @@ def check(listeners: list[Listener], traffic: Traffic) -> dict[str, int]:
         start = offset_key(listener.start) if listener.start else (0, 0)
         acked = [o for o in traffic.acked[listener.room] if offset_key(o) > start]
         seen = set(received)
-        figures["lost"] += sum(1 for offset in acked if offset not in seen)
+        lost = sum(1 for offset in acked if offset not in seen)
+        figures["lost"] += lost
+        if listener.stays:
+            figures["stayers_lost"] += lost
         figures["unacked_delivered"] += len(seen - set(traffic.acked[listener.room]))
         figures["resyncs"] += listener.resyncs
         figures["not_recovered"] += listener.not_recovered
@@ -239,11 +245,17 @@ async def start_traffic(launch: Launcher, cluster: RedisClusterNodes, *flags: st
         assert time.monotonic() < deadline, "publishes never succeeded"
         await asyncio.sleep(0.05)
     rng = random.Random(13)
-    listeners = [Listener(room) for room in all_rooms for _ in range(LISTENERS_PER_ROOM)]
+    # Per room and instance one listener that stays connected (it proves the live
+    # subscription followed the room's shard), the others keep resuming.
+    listeners = [
+        Listener(room, stays=n < 2) for room in all_rooms for n in range(LISTENERS_PER_ROOM)
+    ]
     urls = [server.url for server in servers]
     tasks += [
-        asyncio.create_task(listen(urls, listener, random.Random(rng.random()), stop_listen))
-        for listener in listeners
+        asyncio.create_task(
+            listen(urls, listener, random.Random(rng.random()), stop_listen, turn=n)
+        )
+        for n, listener in enumerate(listeners)
     ]
     return Run(servers, rooms, traffic, listeners, stop_publish, stop_listen, tasks)
 
@@ -279,6 +291,7 @@ def assert_exact(figures: dict[str, int]) -> None:
     assert figures["resyncs"] == 0, figures
     assert figures["not_recovered"] == 0, figures
     assert figures["resumes"] >= figures["listeners"], figures  # listeners did resume
+    assert figures["stayers_lost"] == 0, figures
 
 
 async def test_rooms_on_every_shard_deliver_every_acked_offset_once_in_order(
