@@ -522,6 +522,7 @@ class ClusterBroker:
                         self._sync_readers()
                 except OS_ERRORS:
                     healed = False
+                    break  # the shard is still away: back off rather than try every room
             if not healed:
                 await asyncio.sleep(jittered_backoff(attempt))
                 attempt += 1
