@@ -50,8 +50,8 @@ SERVER_FLAGS = (
 ROOMS_PER_SHARD = 2
 LISTENERS_PER_ROOM = 6  # 36 listeners over 6 rooms
 PUBLISH_EVERY = 0.06  # seconds between publishes of one publisher (12 publishers)
-KILL_ROUNDS = 3
-MIGRATIONS = 3
+KILL_ROUNDS = 5
+MIGRATIONS = 6
 
 
 def offset_key(offset: str) -> tuple[int, int]:
@@ -317,6 +317,7 @@ async def test_killed_primary_fails_over_without_losing_an_acked_message(
     await flow(run, 2)
     shards = list(run.rooms.values())
     failovers, recoveries = [], []
+    degraded: set[tuple[int, int]] = set()
     for round_number in range(KILL_ROUNDS):
         rooms = shards[round_number % len(shards)]
         slot = redis_cluster.keyslot(f"wsfleet:{{{rooms[0]}}}")
@@ -326,6 +327,10 @@ async def test_killed_primary_fails_over_without_losing_an_acked_message(
         while redis_cluster.owner_or_none(slot) in (None, victim):
             run.failed()
             assert time.monotonic() - killed_at < 30, "the replica never took over"
+            for server in run.servers:
+                # /health and ws_redis_up say so while the shard has no primary.
+                if server.json("/health")[0] == 503 and server.metric("ws_redis_up") == 0:
+                    degraded.add((round_number, server.port))
             await asyncio.sleep(0.02)
         failovers.append(time.monotonic() - killed_at)
         # The shard's only replica is now its primary: WAIT 1 cannot succeed until the
@@ -348,6 +353,9 @@ async def test_killed_primary_fails_over_without_losing_an_acked_message(
         await flow(run, 2)
     for server in run.servers:
         server.wait_healthy()
+        assert server.metric("ws_redis_up") == 1
+    # Every round, some instance reported the outage (one may have had no room there).
+    assert {n for n, _ in degraded} == set(range(KILL_ROUNDS)), degraded
     figures = await finish_traffic(run)
     print(
         f"\nkill -9 rounds: replica primary after {[round(s, 2) for s in failovers]} s, "

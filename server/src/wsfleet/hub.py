@@ -26,7 +26,9 @@ after its starting point once, in offset order):
 - After a subscriber reconnect the broker fills each room's gap from history after
   :meth:`resume_point` (the watermark) through :meth:`deliver` itself, so the
   same rule filters it; when history no longer holds the watermark, members get
-  ``joined`` again with ``recovered: false`` (:meth:`resync`).
+  ``joined`` again with ``recovered: false`` (:meth:`resync`). On a Redis Cluster
+  the same fill follows every re-subscription of a room (a failover, a slot move;
+  see :mod:`wsfleet.cluster_broker`).
 """
 
 from __future__ import annotations
