@@ -77,6 +77,13 @@ READ_TIMEOUT = 1.0
 IDLE_POLL = 0.05
 # How long a subscribe waits for Redis to confirm it.
 SUBSCRIBE_TIMEOUT = 5.0
+# Commands in flight at once. redis-py's cluster pools refuse past max_connections
+# per node (MaxConnectionsError) instead of waiting, and the subscriber connections
+# come from the same pools: a burst of publishes or gap fills waits here instead.
+MAX_IN_FLIGHT = 100
+# How soon a burst of subscription changes is summed up into `up` (one pass over
+# the rooms per burst, not one per confirmation).
+STATE_CHECK_DELAY = 0.05
 # Tries of one publish with WAIT across redirections and failovers.
 REPLICATED_ATTEMPTS = 4
 # Errors that mean "the slot is elsewhere or moving": settle it without WAIT, then retry.
@@ -115,7 +122,7 @@ class ClusterBroker:
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             socket_keepalive=True,
-            max_connections=100,
+            max_connections=MAX_IN_FLIGHT + 28,
         )
         self._pubsub = self._cluster.pubsub()
         publish_source, join_source = load_script("publish.lua"), load_script("join.lua")
@@ -141,6 +148,8 @@ class ClusterBroker:
         self._refill: set[str] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._heal_wanted = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._state_check: asyncio.TimerHandle | None = None
         self._probe_ok = False
         self._was_up = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,6 +187,17 @@ class ClusterBroker:
             if self._on_state_change is not None:
                 self._on_state_change(up)
 
+    def _schedule_state_check(self) -> None:
+        """Sum up a burst of subscription changes into `up` once, a moment later."""
+        if self._state_check is None and not self._closing:
+            self._state_check = asyncio.get_running_loop().call_later(
+                STATE_CHECK_DELAY, self._run_state_check
+            )
+
+    def _run_state_check(self) -> None:
+        self._state_check = None
+        self._state_changed()
+
     async def start(self) -> None:
         """Start the probe and the healer; returns at once (the cluster may be down)."""
         self._tasks = [
@@ -188,6 +208,8 @@ class ClusterBroker:
     async def close(self) -> None:
         """Stop every task and close every connection."""
         self._closing = True
+        if self._state_check is not None:
+            self._state_check.cancel()
         tasks = [*self._tasks, *self._readers.values(), *self._fills.values()]
         for task in tasks:
             task.cancel()
@@ -218,12 +240,13 @@ class ClusterBroker:
             command="SPUBLISH",
         )
         try:
-            if self._publish_replicas:
-                offset = await self._publish_and_wait(keys, args)
-            else:
-                # RedisCluster retries it across failovers and redirections; the
-                # script's token makes every retry return the first run's offset.
-                offset = await self._publish_script(keys=keys, args=args)
+            async with self._in_flight:
+                if self._publish_replicas:
+                    offset = await self._publish_and_wait(keys, args)
+                else:
+                    # RedisCluster retries it across failovers and redirections; the
+                    # script's token makes every retry return the first run's offset.
+                    offset = await self._publish_script(keys=keys, args=args)
         except OS_ERRORS as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         return offset.decode() if isinstance(offset, bytes) else str(offset)
@@ -286,16 +309,17 @@ class ClusterBroker:
         if not self._history_enabled:
             return JoinState(epoch=None, latest=None, recovered=False)
         try:
-            reply = await self._join_script(
-                keys=[history_key(room), epoch_key(room)],
-                args=[
-                    self._history_ttl_ms,
-                    secrets.token_hex(8),
-                    since or "",
-                    epoch or "",
-                    self._history_size,
-                ],
-            )
+            async with self._in_flight:
+                reply = await self._join_script(
+                    keys=[history_key(room), epoch_key(room)],
+                    args=[
+                        self._history_ttl_ms,
+                        secrets.token_hex(8),
+                        since or "",
+                        epoch or "",
+                        self._history_size,
+                    ],
+                )
         except OS_ERRORS as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         room_epoch = reply[0].decode() if reply[0] else None
@@ -307,7 +331,10 @@ class ClusterBroker:
     async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]:
         """Stored messages with offsets after ``after`` (all of them when None)."""
         start = "-" if after is None else "(" + after
-        entries: Any = await self._cluster.xrange(history_key(room), start, "+", self._history_size)
+        async with self._in_flight:
+            entries: Any = await self._cluster.xrange(
+                history_key(room), start, "+", self._history_size
+            )
         return stored_frames(room, entries or [])
 
     # Subscriptions
@@ -327,7 +354,7 @@ class ClusterBroker:
             self._drop_waiter(channel, waiter)
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         self._subscribed.add(room)
-        self._state_changed()
+        self._schedule_state_check()
 
     async def unsubscribe(self, room: str) -> None:
         """Stop receiving a room's messages, unless it became local again meanwhile."""
@@ -339,7 +366,7 @@ class ClusterBroker:
             self._filling.pop(room, None)
             with contextlib.suppress(*OS_ERRORS):
                 await self._pubsub.sunsubscribe(channel_name(room))
-        self._state_changed()
+        self._schedule_state_check()
 
     async def barrier(self, timeout: float) -> bool:
         """No barrier across shards: a PING orders one connection, a cluster has several.
@@ -418,14 +445,14 @@ class ClusterBroker:
                     waiter.set_result(None)
             elif self._delivery.is_local(room):
                 self._start_fill(room)  # a re-subscription: fill what it missed
-            self._state_changed()
+            self._schedule_state_check()
         elif kind == "sunsubscribe":
             room = room_of_channel(message["channel"])
             if self._live.get(room) == node_name:
                 del self._live[room]
                 if room in self._subscribed:
                     self._heal_wanted.set()  # Redis moved the slot away from this node
-            self._state_changed()
+            self._schedule_state_check()
 
     def _lose_node(self, node_name: str, error: BaseException) -> None:
         lost = [room for room, name in self._live.items() if name == node_name]
@@ -442,7 +469,7 @@ class ClusterBroker:
                 error=type(error).__name__,
             )
             self._heal_wanted.set()
-        self._state_changed()
+        self._schedule_state_check()
 
     # Gap fills
 
@@ -462,7 +489,8 @@ class ClusterBroker:
             while not self._closing and self._delivery.is_local(room):
                 self._refill.discard(room)
                 try:
-                    await fill_gap(self._cluster, self._delivery, room, self._history_size)
+                    async with self._in_flight:
+                        await fill_gap(self._cluster, self._delivery, room, self._history_size)
                 except OS_ERRORS:
                     # Held-back messages are in history: the next try reads them.
                     self._filling[room] = []
