@@ -435,8 +435,9 @@ class ClusterBroker:
         elif kind == "ssubscribe":
             channel = message["channel"]
             room = room_of_channel(channel)
-            self._live[room] = node_name
             waiters = self._confirmations.get(channel)
+            if waiters or room in self._subscribed:  # (not a late one for a room left)
+                self._live[room] = node_name
             if waiters:
                 waiter = waiters.popleft()
                 if not waiters:
