@@ -81,6 +81,7 @@ class Traffic:
         default_factory=lambda: defaultdict(list)
     )
     unavailable: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    not_replicated: int = 0  # `unavailable` after a failed WAIT (may still be delivered)
 
 
 def rooms_on_every_shard(cluster: RedisClusterNodes) -> dict[int, list[str]]:
@@ -122,6 +123,7 @@ async def publisher(url: str, name: str, room: str, traffic: Traffic, stop: asyn
         else:
             assert frame["type"] == "error" and frame["code"] == "unavailable", frame
             traffic.unavailable[room] += 1
+            traffic.not_replicated += "may still be delivered" in frame["message"]
             await asyncio.sleep(0.02)
     await connection.close()
 
@@ -272,6 +274,7 @@ async def finish_traffic(run: Run) -> dict[str, int]:
     figures = check(run.listeners, run.traffic)
     figures["acked"] = sum(len(offsets) for offsets in run.traffic.acked.values())
     figures["unavailable_answers"] = sum(run.traffic.unavailable.values())
+    figures["not_replicated_answers"] = run.traffic.not_replicated
     figures["resumes"] = sum(listener.resumes for listener in run.listeners)
     figures["listeners"] = len(run.listeners)
     return figures

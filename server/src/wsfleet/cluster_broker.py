@@ -39,6 +39,8 @@ import time
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -48,8 +50,10 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from wsfleet.broker import (
+    PUBLISH_ATTEMPTS,
     BrokerUnavailable,
     Delivery,
     JoinState,
@@ -123,6 +127,15 @@ class ClusterBroker:
             socket_timeout=5.0,
             socket_keepalive=True,
             max_connections=MAX_IN_FLIGHT + 28,
+            # No retry inside redis-py: its retries close every node's connections
+            # (subscriber ones included) before each new try, which during one
+            # shard's failover kept resetting the healthy shards' subscriptions.
+            # A failed command answers `unavailable` at once; the next one (or the
+            # probe) refreshes the slot map.
+            retry=Retry(NoBackoff(), 0),
+            # A MOVED patches the slot map for that slot only: a full refresh (every
+            # 5th MOVED by default) would close every connection in the same way.
+            reinitialize_steps=0,
         )
         self._pubsub = self._cluster.pubsub()
         publish_source, join_source = load_script("publish.lua"), load_script("join.lua")
@@ -147,6 +160,7 @@ class ClusterBroker:
         self._fills: dict[str, asyncio.Task[None]] = {}
         self._refill: set[str] = set()
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._nodes_down: set[str] = set()  # nodes whose loss was logged
         self._heal_wanted = asyncio.Event()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._state_check: asyncio.TimerHandle | None = None
@@ -239,17 +253,27 @@ class ClusterBroker:
             self._history_ttl_ms,
             command="SPUBLISH",
         )
-        try:
-            async with self._in_flight:
-                if self._publish_replicas:
-                    offset = await self._publish_and_wait(keys, args)
-                else:
-                    # RedisCluster retries it across failovers and redirections; the
-                    # script's token makes every retry return the first run's offset.
-                    offset = await self._publish_script(keys=keys, args=args)
-        except OS_ERRORS as exc:
-            raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-        return offset.decode() if isinstance(offset, bytes) else str(offset)
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                async with self._in_flight:
+                    if self._publish_replicas:
+                        offset = await self._publish_and_wait(keys, args)
+                    else:
+                        # RedisCluster follows redirections; the script's token makes
+                        # a retry return the first run's offset.
+                        offset = await self._publish_script(keys=keys, args=args)
+            except BrokerUnavailable:
+                raise  # NotReplicated: stored, published, not confirmed; say so as it is
+            except RedisConnectionError as exc:
+                # A pooled connection that broke (or a lost reply): once more, on a
+                # fresh connection and slot map.
+                if attempt + 1 == PUBLISH_ATTEMPTS:
+                    raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
+                continue
+            except OS_ERRORS as exc:
+                raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
+            return offset.decode() if isinstance(offset, bytes) else str(offset)
+        raise AssertionError("unreachable")
 
     async def _publish_and_wait(self, keys: list[str], args: list[bytes | str | int]) -> Any:
         """The publish script and WAIT in one pipeline on the slot's primary.
@@ -396,6 +420,8 @@ class ClusterBroker:
     async def _read_node(self, node: ClusterNode) -> None:
         attempt = 0
         while not self._closing:
+            # The slot map's current object for this node (a refresh replaces them).
+            node = self._cluster.get_node(node_name=node.name) or node
             started = time.monotonic()
             try:
                 message = await self._pubsub.get_sharded_message(
@@ -411,6 +437,15 @@ class ClusterBroker:
                 attempt += 1
                 continue
             attempt = 0
+            if node.name in self._nodes_down:
+                self._nodes_down.discard(node.name)
+                log_event(
+                    logger,
+                    logging.INFO,
+                    "redis cluster node back",
+                    event="redis_node_up",
+                    node=node.name,
+                )
             if message is None:
                 if not self._wanted(node.name):
                     break
@@ -460,6 +495,9 @@ class ClusterBroker:
         for room in lost:
             del self._live[room]
         if lost:
+            self._heal_wanted.set()
+        if lost and node_name not in self._nodes_down:
+            self._nodes_down.add(node_name)  # logged once per outage, not once per retry
             log_event(
                 logger,
                 logging.WARNING,
@@ -469,7 +507,6 @@ class ClusterBroker:
                 rooms=len(lost),
                 error=type(error).__name__,
             )
-            self._heal_wanted.set()
         self._schedule_state_check()
 
     # Gap fills
