@@ -116,3 +116,31 @@ def test_a_weak_jwt_secret_is_refused_at_start_naming_the_setting(tmp_path: Path
     assert result.returncode == 2
     assert "--jwt-secret" in result.stderr and "at least 32" in result.stderr
     assert "changeme" not in result.stderr + result.stdout
+
+
+def test_redis_cluster_from_flag_env_or_toml_list(tmp_path: Path) -> None:
+    toml = tmp_path / "wsfleet.toml"
+    toml.write_text('redis_cluster = ["10.0.0.5:6379", "[::1]:7000"]\npublish_replicas = 1\n')
+    settings = load_settings({"config": str(toml)}, {})
+    assert settings.redis_cluster == (("10.0.0.5", 6379), ("::1", 7000))
+    assert (settings.publish_replicas, settings.publish_replicas_timeout) == (1, 1.0)
+    assert settings.redacted()["redis_cluster"] == ["10.0.0.5:6379", "::1:7000"]
+    env = {"WSFLEET_REDIS_CLUSTER": "a:1, b:2", "WSFLEET_PUBLISH_REPLICAS": "2"}
+    settings = load_settings({}, env)
+    assert settings.redis_cluster == (("a", 1), ("b", 2))
+    assert settings.publish_replicas == 2
+    assert load_settings({}, {}).redis_cluster == ()  # single mode by default
+
+
+def test_redis_url_and_redis_cluster_exclude_each_other(tmp_path: Path) -> None:
+    toml = tmp_path / "wsfleet.toml"
+    toml.write_text('redis_url = "redis://10.0.0.5:6379/0"\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings({"config": str(toml)}, {"WSFLEET_REDIS_CLUSTER": "10.0.0.5:6379"})
+    assert "--redis-url (from config file) and --redis-cluster (from WSFLEET_REDIS_CLUSTER)" in str(
+        error.value
+    )
+    with pytest.raises(ConfigError, match=r"--redis-cluster .*'10\.0\.0\.5' is not host:port"):
+        load_settings({"redis_cluster": "10.0.0.5"}, {})
+    with pytest.raises(ConfigError, match=r"--redis-cluster .*at least one"):
+        load_settings({"redis_cluster": " , "}, {})

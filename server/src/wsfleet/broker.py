@@ -13,7 +13,12 @@ Commands (publish, join reads, probes) go through a separate connection pool. Th
 publish script is idempotent per call (a token key records its offset for
 :data:`PUBLISH_TOKEN_TTL_MS`), so retrying it over a fresh connection after a lost
 reply never stores a message twice. Keys use a ``{room}`` hash tag so that a room's
-keys share one cluster slot.
+keys share one cluster slot. With ``publish_replicas`` the script and a ``WAIT``
+travel in one pipeline on one connection, so ``WAIT`` covers the script's write.
+
+:class:`RedisBroker` talks to one Redis; :mod:`wsfleet.cluster_broker` has the Redis
+Cluster twin. Both share the key names, the publish call, the frames read from
+history and the gap fill defined here.
 """
 
 from __future__ import annotations
@@ -40,7 +45,18 @@ from redis.exceptions import RedisError
 from wsfleet.logs import log_event
 from wsfleet.protocol import message_frame
 
-__all__ = ["BrokerUnavailable", "Delivery", "JoinState", "RedisBroker", "jittered_backoff"]
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "Delivery",
+    "JoinState",
+    "NotReplicated",
+    "RedisBroker",
+    "fill_gap",
+    "jittered_backoff",
+    "publish_call",
+    "stored_frames",
+]
 
 logger = logging.getLogger("wsfleet.broker")
 
@@ -84,6 +100,14 @@ class BrokerUnavailable(Exception):
     """Redis did not answer: nothing was stored or delivered; the caller may retry."""
 
 
+class NotReplicated(BrokerUnavailable):
+    """Stored and published, but ``WAIT`` did not confirm it on enough replicas in time.
+
+    The message may still be delivered; it may also be lost if its primary dies before
+    a replica has it. The publisher gets ``unavailable``, never a silent ack.
+    """
+
+
 @dataclass(slots=True)
 class JoinState:
     """What a join needs from Redis, read atomically (see ``lua/join.lua``)."""
@@ -108,8 +132,109 @@ class Delivery(Protocol):
     def is_local(self, room: str) -> bool: ...
 
 
-def _load_script(name: str) -> str:
+class Broker(Protocol):
+    """What the hub, sessions, HTTP endpoints and drain use: one Redis or a Redis Cluster."""
+
+    @property
+    def up(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, room: str, sender_json: bytes, content_json: bytes) -> str: ...
+
+    async def join_state(self, room: str, since: str | None, epoch: str | None) -> JoinState: ...
+
+    async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]: ...
+
+    async def subscribe(self, room: str) -> None: ...
+
+    async def unsubscribe(self, room: str) -> None: ...
+
+    async def barrier(self, timeout: float) -> bool: ...
+
+
+def load_script(name: str) -> str:
     return resources.files("wsfleet").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def publish_call(
+    room: str,
+    sender_json: bytes,
+    content_json: bytes,
+    history_size: int,
+    history_ttl_ms: int,
+    command: str = "PUBLISH",
+) -> tuple[list[str], list[bytes | str | int]]:
+    """Keys and arguments of one publish call (``lua/publish.lua``), with a fresh token."""
+    token = secrets.token_hex(12)
+    keys = [history_key(room), epoch_key(room), publish_key(room, token)]
+    args: list[bytes | str | int] = [
+        channel_name(room),
+        room,
+        sender_json,
+        content_json,
+        history_size,
+        history_ttl_ms,
+        secrets.token_hex(8),
+        PUBLISH_TOKEN_TTL_MS,
+        command,
+    ]
+    return keys, args
+
+
+def stored_frames(room: str, entries: Iterable[Any]) -> list[tuple[str, bytes]]:
+    """``(offset, message frame)`` of history entries, as live delivery relays them."""
+    frames = []
+    for raw_offset, raw_fields in entries:
+        offset = raw_offset.decode()
+        if isinstance(raw_fields, dict):
+            sender, content = raw_fields.get(b"f"), raw_fields.get(b"c")
+        else:
+            pairs = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
+            sender, content = pairs.get(b"f"), pairs.get(b"c")
+        if not sender or not content:
+            continue  # a placeholder entry written while history was off
+        frames.append((offset, message_frame(room, offset, sender, content)))
+    return frames
+
+
+async def fill_gap(client: Any, delivery: Delivery, room: str, history_size: int) -> None:
+    """Deliver a room's stored messages after its delivery watermark (a Redis or a cluster).
+
+    Everything goes through the hub's ``deliver``, whose watermark drops what members
+    have already, so the overlap between history and what a new subscription relays
+    reaches nobody twice.
+    """
+    known, after = delivery.resume_point(room)
+    if not delivery.is_local(room):
+        return
+    key = history_key(room)
+    if known and after is not None:
+        entries: Any = await client.xrange(key, after, "+", history_size + 1)
+        if entries and entries[0][0].decode() != after:
+            # History no longer holds the last offset delivered. When older entries are
+            # still there, nothing after it was trimmed: that one write was lost (a
+            # failover before its replication) and the rest follows in full. Otherwise
+            # what came after it may be lost, so members are told instead of skipped.
+            older: Any = await client.xrevrange(key, "(" + after, "-", 1)
+            if not older:
+                epoch = await client.get(epoch_key(room))
+                delivery.resync(
+                    room,
+                    entries[-1][0].decode(),
+                    epoch.decode() if isinstance(epoch, bytes) else None,
+                )
+                return
+            frames = stored_frames(room, entries)
+        else:
+            frames = stored_frames(room, entries[1:])
+    else:
+        start = "-" if after is None else "(" + after
+        frames = stored_frames(room, await client.xrange(key, start, "+", history_size))
+    for offset, frame in frames:
+        delivery.deliver(room, offset, frame)
 
 
 class RedisBroker:
@@ -123,6 +248,8 @@ class RedisBroker:
         history_size: int,
         history_ttl: float,
         delivery: Delivery,
+        publish_replicas: int = 0,
+        publish_replicas_timeout: float = 1.0,
         probe_interval: float = 1.0,
         probe_timeout: float = 1.0,
         on_state_change: Any = None,
@@ -144,8 +271,10 @@ class RedisBroker:
             redis_url, max_connections=100, timeout=5.0, **pool_options
         )
         self._redis = Redis(connection_pool=self._pool)
-        self._publish_script = self._redis.register_script(_load_script("publish.lua"))
-        self._join_script = self._redis.register_script(_load_script("join.lua"))
+        self._publish_script = self._redis.register_script(load_script("publish.lua"))
+        self._join_script = self._redis.register_script(load_script("join.lua"))
+        self._publish_replicas = publish_replicas
+        self._wait_timeout_ms = max(1, round(publish_replicas_timeout * 1000))
         self._history_size = history_size
         self._history_ttl_ms = int(history_ttl * 1000)
         self._history_enabled = history_size > 0 and self._history_ttl_ms > 0
@@ -211,27 +340,31 @@ class RedisBroker:
         """
         if not self.up:
             raise BrokerUnavailable("redis is unavailable")
-        token = secrets.token_hex(12)
-        keys = [history_key(room), epoch_key(room), publish_key(room, token)]
-        args: list[bytes | str | int] = [
-            channel_name(room),
-            room,
-            sender_json,
-            content_json,
-            self._history_size,
-            self._history_ttl_ms,
-            secrets.token_hex(8),
-            PUBLISH_TOKEN_TTL_MS,
-        ]
+        keys, args = publish_call(
+            room, sender_json, content_json, self._history_size, self._history_ttl_ms
+        )
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                offset = await self._publish_script(keys=keys, args=args)
+                if self._publish_replicas:
+                    offset = await self._publish_and_wait(keys, args)
+                else:
+                    offset = await self._publish_script(keys=keys, args=args)
             except RedisError as exc:
                 if attempt + 1 == PUBLISH_ATTEMPTS or not isinstance(exc, RedisConnectionError):
                     raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
                 continue
             return offset.decode() if isinstance(offset, bytes) else str(offset)
         raise AssertionError("unreachable")
+
+    async def _publish_and_wait(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        """The publish script, then WAIT on the same connection (one pipeline)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._publish_script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._publish_replicas, self._wait_timeout_ms)
+            offset, replicas = await pipe.execute()
+        if int(replicas) < self._publish_replicas:
+            raise NotReplicated(f"WAIT confirmed {replicas} of {self._publish_replicas} replicas")
+        return offset
 
     async def join_state(self, room: str, since: str | None, epoch: str | None) -> JoinState:
         """Epoch, latest offset and (when resumable) the messages after ``since``."""
@@ -255,29 +388,14 @@ class RedisBroker:
         room_epoch = reply[0].decode() if reply[0] else None
         latest = reply[1].decode() if reply[1] else None
         recovered = bool(reply[2])
-        entries = self._frames(room, reply[3]) if len(reply) > 3 else []
+        entries = stored_frames(room, reply[3]) if len(reply) > 3 else []
         return JoinState(room_epoch, latest, recovered, entries)
 
     async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]:
         """Stored messages with offsets after ``after`` (all of them when None)."""
         start = "-" if after is None else "(" + after
         entries: Any = await self._redis.xrange(history_key(room), start, "+", self._history_size)
-        return self._frames(room, entries or [])
-
-    @staticmethod
-    def _frames(room: str, entries: Iterable[Any]) -> list[tuple[str, bytes]]:
-        frames = []
-        for raw_offset, raw_fields in entries:
-            offset = raw_offset.decode()
-            if isinstance(raw_fields, dict):
-                sender, content = raw_fields.get(b"f"), raw_fields.get(b"c")
-            else:
-                pairs = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
-                sender, content = pairs.get(b"f"), pairs.get(b"c")
-            if not sender or not content:
-                continue  # a placeholder entry written while history was off
-            frames.append((offset, message_frame(room, offset, sender, content)))
-        return frames
+        return stored_frames(room, entries or [])
 
     # Subscriptions
 
@@ -409,35 +527,9 @@ class RedisBroker:
         self._state_changed()
 
     async def _fill_gaps(self, rooms: list[str]) -> None:
-        """Deliver stored messages that were published while the subscriber was down.
-
-        Everything goes through the hub's ``deliver``, whose watermark drops what
-        members have already, so the overlap between history and what the new
-        subscription relays reaches nobody twice.
-        """
+        """Deliver stored messages that were published while the subscriber was down."""
         for room in rooms if self._history_enabled else []:
-            known, after = self._delivery.resume_point(room)
-            if not self._delivery.is_local(room):
-                continue
-            if known and after is not None:
-                entries: Any = await self._redis.xrange(
-                    history_key(room), after, "+", self._history_size + 1
-                )
-                if entries and entries[0][0].decode() != after:
-                    # History no longer holds the last offset delivered: what came
-                    # after it may be lost, so members are told instead of skipped.
-                    epoch = await self._redis.get(epoch_key(room))
-                    self._delivery.resync(
-                        room,
-                        entries[-1][0].decode(),
-                        epoch.decode() if isinstance(epoch, bytes) else None,
-                    )
-                    continue
-                frames = self._frames(room, entries[1:])
-            else:
-                frames = await self.history_after(room, after)
-            for offset, frame in frames:
-                self._delivery.deliver(room, offset, frame)
+            await fill_gap(self._redis, self._delivery, room, self._history_size)
         buffered, self._resync_buffer = self._resync_buffer or [], None
         for room, offset, frame in buffered:
             self._delivery.deliver(room, offset, frame)

@@ -39,6 +39,10 @@ class Settings:
     port: int = 8765
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = field(default=None, repr=False)
+    redis_cluster: tuple[tuple[str, int], ...] = ()  # (host, port) seeds; () means single mode
+    redis_username: str | None = None
+    publish_replicas: int = 0
+    publish_replicas_timeout: float = 1.0
     instance_id: str = ""
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_audience: str | None = None
@@ -76,6 +80,8 @@ class Settings:
                 shown[spec.name] = "set" if value else "unset"
             elif spec.name == "redis_url":
                 shown[spec.name] = redact_url(value)
+            elif spec.name == "redis_cluster":
+                shown[spec.name] = [f"{host}:{port}" for host, port in value]
             elif isinstance(value, tuple):
                 shown[spec.name] = list(value)
             else:
@@ -207,6 +213,29 @@ def _redis_url(raw: Any) -> str:
     return value
 
 
+def _cluster_nodes(raw: Any) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (or a TOML list of ``host:port``): the cluster's seed nodes."""
+    items = raw if isinstance(raw, list) else _text(raw).split(",")
+    nodes: list[tuple[str, int]] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        host, sep, port_text = text.rpartition(":")
+        host = host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:7000
+        if not sep or not host or not port_text.strip().isdigit():
+            raise ValueError(f"{text!r} is not host:port (e.g. 10.0.0.5:6379)")
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(f"{text!r}: port {port} is out of range (must be between 1 and 65535)")
+        nodes.append((host, port))
+    if not nodes:
+        raise ValueError("must list at least one host:port")
+    return tuple(nodes)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its flag name, how to convert it and its help text."""
@@ -234,6 +263,27 @@ OPTIONS: tuple[Option, ...] = (
         _text,
         "Redis password, if not in the URL (prefer --redis-password-file)",
         secret_file=True,
+    ),
+    Option(
+        "redis_cluster",
+        _cluster_nodes,
+        "Redis/Valkey Cluster seed nodes host:port,host:port (sharded pub/sub); "
+        "instead of --redis-url",
+    ),
+    Option(
+        "redis_username",
+        _non_empty_text,
+        "Redis ACL user for --redis-cluster (single mode: put it in --redis-url)",
+    ),
+    Option(
+        "publish_replicas",
+        _integer(0),
+        "acknowledge a publish only once WAIT confirms it on this many replicas (default 0)",
+    ),
+    Option(
+        "publish_replicas_timeout",
+        _number(0, strictly_above=True),
+        "seconds WAIT may take before the publisher gets `unavailable` (default 1)",
     ),
     Option("instance_id", _non_empty_text, "name of this instance (default HOST:PORT)"),
     Option(
@@ -397,6 +447,15 @@ def load_settings(
                 f"invalid value for {option.flag} (from {source}): {reason}"
             ) from None
 
+    if "redis_url" in values and "redis_cluster" in values:
+        url_source = _lookup("redis_url", cli_values, env, toml)
+        cluster_source = _lookup("redis_cluster", cli_values, env, toml)
+        raise ConfigError(
+            "--redis-url (from {}) and --redis-cluster (from {}) are both set; give only one: "
+            "--redis-url for one Redis, --redis-cluster for a Redis Cluster".format(
+                url_source[1] if url_source else "?", cluster_source[1] if cluster_source else "?"
+            )
+        )
     settings = Settings(**values)
     if not settings.instance_id:
         settings = replace(settings, instance_id=default_instance_id(settings.host, settings.port))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from wsfleet.broker import RedisBroker
+from wsfleet.broker import Broker
 from wsfleet.config import Settings
 from wsfleet.hub import Hub
 from wsfleet.metrics import Metrics
@@ -21,7 +21,7 @@ class ServerContext:
     settings: Settings
     metrics: Metrics
     hub: Hub
-    broker: RedisBroker
+    broker: Broker
     limits: Limits
     draining: bool = False
     open_connections: int = 0

@@ -21,7 +21,7 @@ from websockets.http11 import Request, Response
 
 from wsfleet import codec
 from wsfleet.auth import AuthError, check_api_key, origin_allowed, verify_token
-from wsfleet.broker import BrokerUnavailable
+from wsfleet.broker import BrokerUnavailable, NotReplicated
 from wsfleet.connection import FleetConnection, RequestAnswer
 from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
@@ -29,6 +29,9 @@ from wsfleet.metrics import CONTENT_TYPE_LATEST
 from wsfleet.protocol import ProtocolError, validate_publish_body
 
 __all__ = ["make_request_handler"]
+
+# PROTOCOL.md: a publish that WAIT could not confirm on --publish-replicas replicas.
+NOT_REPLICATED_MESSAGE = "not confirmed on enough Redis replicas; it may still be delivered"
 
 logger = logging.getLogger("wsfleet.http")
 
@@ -165,11 +168,16 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
         context.publish_started()
         try:
             offset = await context.broker.publish(command.room, b'"api"', command.content_json)
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
+            message = (
+                NOT_REPLICATED_MESSAGE
+                if isinstance(exc, NotReplicated)
+                else "the message was not stored or delivered"
+            )
             return respond(
                 connection,
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
-                {"error": "unavailable", "message": "the message was not stored or delivered"},
+                {"error": "unavailable", "message": message},
                 headers={"Retry-After": "1"},
             )
         finally:

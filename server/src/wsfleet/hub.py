@@ -26,7 +26,9 @@ after its starting point once, in offset order):
 - After a subscriber reconnect the broker fills each room's gap from history after
   :meth:`resume_point` (the watermark) through :meth:`deliver` itself, so the
   same rule filters it; when history no longer holds the watermark, members get
-  ``joined`` again with ``recovered: false`` (:meth:`resync`).
+  ``joined`` again with ``recovered: false`` (:meth:`resync`). On a Redis Cluster
+  the same fill follows every re-subscription of a room (a failover, a slot move;
+  see :mod:`wsfleet.cluster_broker`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from wsfleet.broker import BrokerUnavailable, RedisBroker
+from wsfleet.broker import Broker, BrokerUnavailable
 from wsfleet.connection import FleetConnection, text_frame
 from wsfleet.logs import log_event
 from wsfleet.metrics import Metrics
@@ -74,17 +76,17 @@ class Hub:
     def __init__(self, metrics: Metrics) -> None:
         self.rooms: dict[str, Room] = {}
         self.metrics = metrics
-        self._broker: RedisBroker | None = None
+        self._broker: Broker | None = None
         self._outbound_message = metrics.outbound["message"]
         self._outbound_joined = metrics.outbound["joined"]
         self._fanout_latency = metrics.fanout_latency
         self._release_tasks: set[asyncio.Task[None]] = set()
 
-    def attach(self, broker: RedisBroker) -> None:
+    def attach(self, broker: Broker) -> None:
         self._broker = broker
 
     @property
-    def broker(self) -> RedisBroker:
+    def broker(self) -> Broker:
         assert self._broker is not None, "attach() a broker first"
         return self._broker
 

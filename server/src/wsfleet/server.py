@@ -7,7 +7,8 @@ import logging
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
-from wsfleet.broker import RedisBroker
+from wsfleet.broker import Broker, RedisBroker
+from wsfleet.cluster_broker import ClusterBroker
 from wsfleet.config import Settings
 from wsfleet.connection import ConnectionPolicy, ConnectionRegistry, FleetConnection
 from wsfleet.context import ServerContext
@@ -44,14 +45,30 @@ async def run_server(settings: Settings) -> int:
     """Serve until a signal drains the instance; returns the exit status."""
     metrics = Metrics()
     hub = Hub(metrics)
-    broker = RedisBroker(
-        settings.redis_url,
-        password=settings.redis_password,
-        history_size=settings.history_size,
-        history_ttl=settings.history_ttl,
-        delivery=hub,
-        on_state_change=lambda up: metrics.redis_up.set(1 if up else 0),
-    )
+    broker: Broker
+    if settings.redis_cluster:
+        broker = ClusterBroker(
+            settings.redis_cluster,
+            username=settings.redis_username,
+            password=settings.redis_password,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            delivery=hub,
+            publish_replicas=settings.publish_replicas,
+            publish_replicas_timeout=settings.publish_replicas_timeout,
+            on_state_change=lambda up: metrics.redis_up.set(1 if up else 0),
+        )
+    else:
+        broker = RedisBroker(
+            settings.redis_url,
+            password=settings.redis_password,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            delivery=hub,
+            publish_replicas=settings.publish_replicas,
+            publish_replicas_timeout=settings.publish_replicas_timeout,
+            on_state_change=lambda up: metrics.redis_up.set(1 if up else 0),
+        )
     hub.attach(broker)
     context = ServerContext(
         settings=settings,

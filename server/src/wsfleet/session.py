@@ -21,7 +21,7 @@ from typing import Any
 from websockets.http11 import Request
 
 from wsfleet import codec
-from wsfleet.broker import BrokerUnavailable
+from wsfleet.broker import BrokerUnavailable, NotReplicated
 from wsfleet.connection import CloseCode, FleetConnection, RequestAnswer
 from wsfleet.context import ServerContext
 from wsfleet.logs import log_event
@@ -255,6 +255,14 @@ async def handle_publish(
         offset = await context.broker.publish(
             publish.room, connection.sender_json, publish.content_json
         )
+    except NotReplicated:
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE,
+            "the message was not confirmed on enough Redis replicas; it may still be "
+            "delivered; retry",
+            publish.request_id,
+            publish.room,
+        ) from None
     except BrokerUnavailable:
         raise ProtocolError(
             ErrorCode.UNAVAILABLE,

@@ -68,6 +68,15 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fanout-duration", type=float, default=20.0)
     parser.add_argument("--fanout-payload", type=int, default=100)
     parser.add_argument("--processes", type=int, default=0, help="client processes (0: auto)")
+    parser.add_argument(
+        "--redis-cluster",
+        metavar="HOST:PORT,...",
+        help="run the wsfleet servers on this existing Redis Cluster (--redis-cluster) "
+        "instead of a redis-server the suite starts; wsfleet target only, no Redis CPU",
+    )
+    parser.add_argument(
+        "--publish-replicas", type=int, default=0, help="the servers' --publish-replicas (0)"
+    )
     parser.add_argument("--peers-dir", default=str(REPO_ROOT / "bench-peers"))
     parser.add_argument("--out", default="bench-out", help="folder for JSON and PNG files")
     parser.add_argument("--report", help="append the figures to this Markdown file")
@@ -176,6 +185,19 @@ class Redis:
             log_dir / "redis.log",
         )
 
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+    def server_args(self) -> list[str]:
+        return ["--redis-url", self.url]
+
+    def flush(self) -> None:
+        self.command("FLUSHALL")
+
+    def stop(self) -> None:
+        self.child.stop()
+
     def command(self, *args: str) -> str:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall((" ".join(args) + "\r\n").encode())
@@ -193,8 +215,42 @@ class Redis:
         wait_for(answers, "redis-server")
 
 
+class ClusterBackbone:
+    """An existing Redis Cluster the servers use (``--redis-cluster``); the suite owns none."""
+
+    url: str | None = None
+    pid: int | None = None
+
+    def __init__(self, nodes: str) -> None:
+        self.nodes = nodes
+
+    def server_args(self) -> list[str]:
+        return ["--redis-cluster", self.nodes]
+
+    def start(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        seeds = []
+        for item in self.nodes.split(","):
+            host, _, port = item.strip().rpartition(":")
+            seeds.append(ClusterNode(host, int(port)))  # type: ignore[no-untyped-call]
+        with RedisCluster(startup_nodes=seeds) as cluster:
+            cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+
+    def stop(self) -> None:
+        pass
+
+
 def server_children(
-    target: str, count: int, redis: Redis, peers: Path, logs: Path
+    target: str,
+    count: int,
+    redis: Redis | ClusterBackbone,
+    peers: Path,
+    logs: Path,
+    extra: tuple[str, ...] = (),
 ) -> list[Managed]:
     children = []
     for _ in range(count):
@@ -207,8 +263,8 @@ def server_children(
                 "serve",
                 "--port",
                 str(port),
-                "--redis-url",
-                redis.url,
+                *redis.server_args(),
+                *extra,
                 "--instance-id",
                 f"bench-{port}",
                 # One log line per connection would be a benchmark of logging.
@@ -227,6 +283,8 @@ def server_children(
             env: dict[str, str] = {}
         else:
             argv = ["node", str(peers / PEER_SCRIPTS[target])]
+            if redis.url is None:
+                raise BenchError(f"{target} needs a single Redis, not --redis-cluster")
             env = {
                 "PORT": str(port),
                 "REDIS_URL": redis.url,
@@ -280,7 +338,7 @@ def make_plan(args: argparse.Namespace, targets: list[str]) -> list[Plan]:
 
 
 def options_for(
-    args: argparse.Namespace, step: Plan, urls: list[str], redis: Redis
+    args: argparse.Namespace, step: Plan, urls: list[str], redis: Redis | ClusterBackbone
 ) -> BenchOptions:
     options = BenchOptions(
         scenario=step.scenario,
@@ -289,7 +347,7 @@ def options_for(
         label=step.target,
         processes=args.processes,
         redis_url=redis.url,
-        redis_pid=redis.child.pid,
+        redis_pid=redis.pid,
         phase_timeout=300,
     )
     if step.scenario == "connect":
@@ -322,6 +380,9 @@ def main(args: argparse.Namespace) -> int:
             skipped[target] = "node is not installed"
         elif not (peers / "node_modules").is_dir():
             skipped[target] = f"{peers}/node_modules is missing (npm ci there)"
+    if args.redis_cluster:
+        for target in [t for t in targets if t != "wsfleet"]:
+            skipped[target] = "its peer speaks to a single Redis, not --redis-cluster"
     targets = [t for t in targets if t not in skipped]
     for target, reason in skipped.items():
         print(f"wsfleet bench suite: skipping {target}: {reason}", file=sys.stderr)
@@ -338,13 +399,16 @@ def main(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "runs": [],
     }
-    redis = Redis(logs)
+    redis: Redis | ClusterBackbone = (
+        ClusterBackbone(args.redis_cluster) if args.redis_cluster else Redis(logs)
+    )
     redis.start()
+    extra = ("--publish-replicas", str(args.publish_replicas)) if args.publish_replicas else ()
     began = time.monotonic()
     try:
         for step in make_plan(args, targets):
             servers = args.idle_servers if step.scenario == "idle" else args.servers
-            children = server_children(step.target, servers, redis, peers, logs)
+            children = server_children(step.target, servers, redis, peers, logs, extra)
             print(
                 f"[bench] {step.scenario} round {step.round + 1}: {NAMES[step.target]} "
                 f"({servers} server processes)",
@@ -364,13 +428,13 @@ def main(args: argparse.Namespace) -> int:
             result["server_processes"] = servers
             document["runs"].append(result)
             print(f"[bench]   {headline(result)}", file=sys.stderr, flush=True)
-            redis.command("FLUSHALL")
+            redis.flush()
             time.sleep(2)  # let closed sockets leave the kernel's tables
     except (BenchError, KeyboardInterrupt) as error:
         print(f"wsfleet bench suite: stopped: {error!r}", file=sys.stderr)
         document["error"] = repr(error)
     finally:
-        redis.child.stop()
+        redis.stop()
     document["seconds"] = round(time.monotonic() - began, 1)
     document["summary"] = summarize_runs(document["runs"], targets)
     stamp = time.strftime("%Y%m%d-%H%M%S")

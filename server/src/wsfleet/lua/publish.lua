@@ -12,12 +12,16 @@
 -- ARGV[5] history size (0: no history)  ARGV[6] history ttl in ms (0: no history)
 -- ARGV[7] a fresh epoch, used only when the room has none yet
 -- ARGV[8] how long the token key lives, in ms
+-- ARGV[9] PUBLISH (default) or SPUBLISH (Redis Cluster: sharded pub/sub, the channel
+--         shares the room's hash slot)
 --
 -- Returns the new offset. The published payload is "<offset> <message frame>" so
 -- that instances relay the frame bytes as they are and read the offset without
 -- parsing JSON.
 local done = redis.call('GET', KEYS[3])
 if done then
+  -- A write, so that a WAIT after this retry covers the replication of the first run.
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
   return done
 end
 local size = tonumber(ARGV[5])
@@ -41,7 +45,7 @@ else
   redis.call('PEXPIRE', KEYS[1], 86400000)
 end
 local ts = string.match(offset, '^(%d+)')
-redis.call('PUBLISH', ARGV[1], offset .. ' {"type":"message","room":"' .. ARGV[2]
+redis.call(ARGV[9] or 'PUBLISH', ARGV[1], offset .. ' {"type":"message","room":"' .. ARGV[2]
   .. '","offset":"' .. offset .. '","from":' .. ARGV[3] .. ',"content":' .. ARGV[4]
   .. ',"ts":' .. ts .. '}')
 redis.call('SET', KEYS[3], offset, 'PX', ARGV[8])
