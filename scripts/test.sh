@@ -4,10 +4,12 @@
 # wall time; the run goes on after a failing stage so one report shows every
 # failure, and exits non-zero if any.
 #
-# After the lints, the work runs in two lanes side by side: the `cluster`
-# scenario (the longest stage, much of it spent waiting on container boots,
-# SSH round trips and readiness) in the background, everything else in order in
-# the foreground. WSFLEET_TEST_LANES=1 runs it all in one lane, in order.
+# After the lints, the work runs in two lanes side by side: the background lane
+# runs WSFLEET_BACKGROUND_SCENARIOS in order (default: `cluster`, the longest
+# stage, much of it spent waiting on container boots, SSH round trips and
+# readiness, then `nginx_lb`), the foreground lane everything else in order.
+# Each background scenario's output is shown when the lane ends.
+# WSFLEET_TEST_LANES=1 runs it all in one lane, in order.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$WSFLEET_ROOT"
@@ -33,35 +35,44 @@ stage() { # stage NAME CMD...: run one stage, time it, remember a failure
   fi
 }
 
-# background_stage NAME LOG CMD...: run one stage in the background, its output
-# in LOG; its outcome line ("ok SECONDS" or "FAILED SECONDS") follows in LOG.status.
-background_stage() {
-  local name=$1 output=$2
-  shift 2
-  log "── $name: started in the background (output: $output)"
+# background_lane LOGDIR SCENARIO...: run these scenarios one after the other in
+# the background; each one's output goes to LOGDIR/molecule-SCENARIO.log and its
+# outcome ("ok SECONDS" or "FAILED SECONDS") to the same path plus .status.
+background_lane() {
+  local logs=$1
+  shift
+  log "── in the background, in this order: $* (output: $logs/)"
   (
-    start=$SECONDS
-    if "$@" >"$output" 2>&1; then status=ok; else status=FAILED; fi
-    echo "$status $((SECONDS - start))" >"$output.status"
+    for scenario in "$@"; do
+      start=$SECONDS
+      if scripts/molecule.sh test -s "$scenario" >"$logs/molecule-$scenario.log" 2>&1; then status=ok; else status=FAILED; fi
+      echo "$status $((SECONDS - start))" >"$logs/molecule-$scenario.log.status"
+    done
   ) &
   background_pid=$!
 }
 
-# finish_background_stage NAME LOG: wait for it, show its output, count it.
-finish_background_stage() {
-  local name=$1 output=$2 status seconds
+# finish_background_lane LOGDIR SCENARIO...: wait for the lane, show each
+# scenario's output and count it.
+finish_background_lane() {
+  local logs=$1 scenario status seconds name
+  shift
   wait "$background_pid" || true
-  read -r status seconds <"$output.status" || { status=FAILED; seconds=?; }
-  log "── $name (ran in the background): its output"
-  cat "$output"
-  log "── $name: $status ($seconds s)"
-  if [ "$status" = ok ]; then
-    passed=$((passed + 1))
-    report+=("ok     $seconds s  $name (background lane)")
-  else
-    failures+=("$name")
-    report+=("FAILED $seconds s  $name (background lane)")
-  fi
+  for scenario in "$@"; do
+    name="molecule scenario $scenario"
+    status=FAILED seconds=?
+    [ -r "$logs/molecule-$scenario.log.status" ] && read -r status seconds <"$logs/molecule-$scenario.log.status"
+    log "── $name (ran in the background): its output"
+    cat "$logs/molecule-$scenario.log" 2>/dev/null
+    log "── $name: $status ($seconds s)"
+    if [ "$status" = ok ]; then
+      passed=$((passed + 1))
+      report+=("ok     $seconds s  $name (background lane)")
+    else
+      failures+=("$name")
+      report+=("FAILED $seconds s  $name (background lane)")
+    fi
+  done
 }
 
 lint_python() {
@@ -95,13 +106,18 @@ if [ "${1:-}" = lint ]; then
   exit 0
 fi
 scenarios=${WSFLEET_SCENARIOS:-$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)}
-background=""
-if [ "${WSFLEET_TEST_LANES:-2}" -gt 1 ] && grep -qx cluster <<<"$scenarios"; then
-  background=cluster
-  scenarios=$(grep -vx cluster <<<"$scenarios" || true)
-  logs=$WSFLEET_ROOT/.cache/test-logs
-  mkdir -p "$logs"
-  background_stage "molecule scenario cluster" "$logs/molecule-cluster.log" scripts/molecule.sh test -s cluster
+background=()
+if [ "${WSFLEET_TEST_LANES:-2}" -gt 1 ]; then
+  for scenario in ${WSFLEET_BACKGROUND_SCENARIOS:-cluster nginx_lb}; do
+    grep -qx "$scenario" <<<"$scenarios" || continue
+    background+=("$scenario")
+    scenarios=$(grep -vx "$scenario" <<<"$scenarios" || true)
+  done
+fi
+logs=$WSFLEET_ROOT/.cache/test-logs
+if [ ${#background[@]} -gt 0 ]; then
+  rm -rf "$logs" && mkdir -p "$logs"
+  background_lane "$logs" "${background[@]}"
 fi
 
 stage "playbook syntax" syntax_check
@@ -113,8 +129,8 @@ stage "server suite on the lowest websockets" server/tests/run-websockets-range.
 for scenario in $scenarios; do
   stage "molecule scenario $scenario" scripts/molecule.sh test -s "$scenario"
 done
-if [ -n "$background" ]; then
-  finish_background_stage "molecule scenario cluster" "$logs/molecule-cluster.log"
+if [ ${#background[@]} -gt 0 ]; then
+  finish_background_lane "$logs" "${background[@]}"
 fi
 
 log "stage times (wall, $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s in all):"
