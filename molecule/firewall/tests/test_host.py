@@ -27,8 +27,12 @@ def test_only_wsfleets_table_is_added_and_dockers_dns_rules_stay(machine, name):
 @pytest.mark.parametrize("name", MANAGED)
 def test_dockers_embedded_dns_still_answers(machine, name):
     host = machine(name)
+    # Other hosts' names only: a host's own name comes from its /etc/hosts, where
+    # Docker writes the address of whichever network it attached first (the load
+    # balancer is on two), not from the embedded DNS this test is about.
     for other, address in ADDRESSES.items():
-        assert host.check_output(f"getent hosts {other}").split()[0] == address
+        if other != name:
+            assert host.check_output(f"getent hosts {other}").split()[0] == address
 
 
 @pytest.mark.parametrize("name", MANAGED)
