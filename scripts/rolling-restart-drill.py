@@ -26,13 +26,9 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from wsfleet.client import Client, Message, PublishError
+from wsfleet.protocol import offset_key
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    milliseconds, sequence = offset.split("-")
-    return int(milliseconds), int(sequence)
 
 
 async def collect(client: Client, room: str, received: list[str], stop: asyncio.Event) -> None:

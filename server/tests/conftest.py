@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,10 @@ async def wait_until_async(
 class RedisProcess:
     """A throw-away redis-server without persistence (a restart loses everything)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.directory = directory
+        self.extra_args = tuple(extra_args)  # e.g. ("--replicaof", host, port)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +96,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from conftest import Launcher, RedisProcess, ServerProcess, connect, send_json, unique_room
+from wsfleet.protocol import offset_key
 
 SERVER_FLAGS = (
     "--history-size",
@@ -42,11 +43,6 @@ CHURNERS = 24
 PLAIN_JOINS = 500
 RESUME_CYCLES = 500
 KILLS_EACH = 10
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    ms, _, seq = offset.partition("-")
-    return int(ms), int(seq)
 
 
 @dataclass

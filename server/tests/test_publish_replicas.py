@@ -9,8 +9,6 @@ and members do get it (PROTOCOL.md), over WebSocket and over ``POST /api/publish
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from conftest import (
     Launcher,
     RedisProcess,
     connect,
-    free_port,
     join,
     publish,
     recv_type,
@@ -29,49 +26,16 @@ from conftest import (
 )
 
 
-class Replica:
-    """A redis-server replicating ``primary``."""
-
-    def __init__(self, primary: RedisProcess, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--replicaof",
-                "127.0.0.1",
-                str(primary.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.fixture
-def primary_with_replica(tmp_path: Path) -> Iterator[tuple[RedisProcess, Replica]]:
+def primary_with_replica(tmp_path: Path) -> Iterator[tuple[RedisProcess, RedisProcess]]:
     (tmp_path / "primary").mkdir()
     (tmp_path / "replica").mkdir()
     primary = RedisProcess(tmp_path / "primary")
     primary.start()
     # Without the default 5 s wait for more replicas to share one diskless transfer.
     primary.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
-    replica = Replica(primary, tmp_path / "replica")
+    replica = RedisProcess(tmp_path / "replica", ("--replicaof", "127.0.0.1", str(primary.port)))
+    replica.start()
     try:
         wait_until(lambda: primary.command("WAIT", "1", "100") == ":1", "the replica to be in sync")
         yield primary, replica
@@ -81,7 +45,7 @@ def primary_with_replica(tmp_path: Path) -> Iterator[tuple[RedisProcess, Replica
 
 
 async def test_acks_wait_for_replicas_and_unconfirmed_publishes_say_so(
-    launch: Launcher, primary_with_replica: tuple[RedisProcess, Replica]
+    launch: Launcher, primary_with_replica: tuple[RedisProcess, RedisProcess]
 ) -> None:
     primary, replica = primary_with_replica
     confirmed = launch("--publish-replicas", "1", redis=primary)

@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from conftest import Launcher, RedisClusterNodes, ServerProcess, connect, send_json
+from wsfleet.protocol import offset_key
 
 SERVER_FLAGS = (
     "--history-size",
@@ -52,11 +53,6 @@ LISTENERS_PER_ROOM = 6  # 36 listeners over 6 rooms
 PUBLISH_EVERY = 0.06  # seconds between publishes of one publisher (12 publishers)
 KILL_ROUNDS = 5
 MIGRATIONS = 6
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    ms, _, seq = offset.partition("-")
-    return int(ms), int(seq)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from conftest import LB_WS
 from playbook_run import ANSI_ESCAPE
 from websockets.exceptions import ConnectionClosed
 from wsfleet.client import Client, Message, PublishError
+from wsfleet.protocol import offset_key
 
 LISTENERS = 6
 PUBLISH_INTERVAL = 0.05  # 20 messages per second
@@ -53,11 +54,6 @@ async def rolling_restart() -> tuple[int, str]:
     )
     output, _ = await process.communicate()
     return process.returncode or 0, ANSI_ESCAPE.sub("", output.decode())
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    milliseconds, sequence = offset.split("-")
-    return int(milliseconds), int(sequence)
 
 
 async def scenario() -> dict:

@@ -200,6 +200,24 @@ def stored_frames(room: str, entries: Iterable[Any]) -> list[tuple[str, bytes]]:
     return frames
 
 
+def join_call(
+    room: str, since: str | None, epoch: str | None, history_ttl_ms: int, history_size: int
+) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of ``lua/join.lua`` for one join (the same on a cluster)."""
+    keys = [history_key(room), epoch_key(room)]
+    args = [history_ttl_ms, secrets.token_hex(8), since or "", epoch or "", history_size]
+    return keys, args
+
+
+def join_state_of(room: str, reply: Any) -> JoinState:
+    """The :class:`JoinState` that ``lua/join.lua``'s reply describes."""
+    room_epoch = reply[0].decode() if reply[0] else None
+    latest = reply[1].decode() if reply[1] else None
+    recovered = bool(reply[2])
+    entries = stored_frames(room, reply[3]) if len(reply) > 3 else []
+    return JoinState(room_epoch, latest, recovered, entries)
+
+
 async def fill_gap(client: Any, delivery: Delivery, room: str, history_size: int) -> None:
     """Deliver a room's stored messages after its delivery watermark (a Redis or a cluster).
 
@@ -372,24 +390,12 @@ class RedisBroker:
             raise BrokerUnavailable("redis is unavailable")
         if not self._history_enabled:
             return JoinState(epoch=None, latest=None, recovered=False)
+        keys, args = join_call(room, since, epoch, self._history_ttl_ms, self._history_size)
         try:
-            reply = await self._join_script(
-                keys=[history_key(room), epoch_key(room)],
-                args=[
-                    self._history_ttl_ms,
-                    secrets.token_hex(8),
-                    since or "",
-                    epoch or "",
-                    self._history_size,
-                ],
-            )
+            reply = await self._join_script(keys=keys, args=args)
         except RedisError as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-        room_epoch = reply[0].decode() if reply[0] else None
-        latest = reply[1].decode() if reply[1] else None
-        recovered = bool(reply[2])
-        entries = stored_frames(room, reply[3]) if len(reply) > 3 else []
-        return JoinState(room_epoch, latest, recovered, entries)
+        return join_state_of(room, reply)
 
     async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]:
         """Stored messages with offsets after ``after`` (all of them when None)."""

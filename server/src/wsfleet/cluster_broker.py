@@ -34,7 +34,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -59,10 +58,11 @@ from wsfleet.broker import (
     JoinState,
     NotReplicated,
     channel_name,
-    epoch_key,
     fill_gap,
     history_key,
     jittered_backoff,
+    join_call,
+    join_state_of,
     load_script,
     publish_call,
     room_of_channel,
@@ -332,25 +332,13 @@ class ClusterBroker:
         """Epoch, latest offset and (when resumable) the messages after ``since``."""
         if not self._history_enabled:
             return JoinState(epoch=None, latest=None, recovered=False)
+        keys, args = join_call(room, since, epoch, self._history_ttl_ms, self._history_size)
         try:
             async with self._in_flight:
-                reply = await self._join_script(
-                    keys=[history_key(room), epoch_key(room)],
-                    args=[
-                        self._history_ttl_ms,
-                        secrets.token_hex(8),
-                        since or "",
-                        epoch or "",
-                        self._history_size,
-                    ],
-                )
+                reply = await self._join_script(keys=keys, args=args)
         except OS_ERRORS as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-        room_epoch = reply[0].decode() if reply[0] else None
-        latest = reply[1].decode() if reply[1] else None
-        recovered = bool(reply[2])
-        entries = stored_frames(room, reply[3]) if len(reply) > 3 else []
-        return JoinState(room_epoch, latest, recovered, entries)
+        return join_state_of(room, reply)
 
     async def history_after(self, room: str, after: str | None) -> list[tuple[str, bytes]]:
         """Stored messages with offsets after ``after`` (all of them when None)."""
