@@ -98,7 +98,11 @@ def cli_batch(machine: Callable, host: str, port: int, commands: Iterable[str]) 
 
 
 def nodes_seen_by(machine: Callable, host: str, port: int) -> list[Node]:
-    return parse_nodes(cli(machine, host, port, "CLUSTER", "NODES"))
+    """The node's CLUSTER NODES; nothing when it does not answer (killed, restarting)."""
+    result = machine(host).run(cli_command("CLUSTER", "NODES", port=port))
+    if result.rc != 0 or not result.stdout.strip() or "Could not connect" in result.stdout + result.stderr:
+        return []
+    return parse_nodes(result.stdout)
 
 
 def info(machine: Callable, host: str, port: int, section: str) -> dict[str, str]:

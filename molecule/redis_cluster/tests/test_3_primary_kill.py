@@ -26,10 +26,11 @@ async def kill_each_primary(machine) -> tuple[list[dict], dict[str, int]]:
             victim = owner(nodes, slot)
             assert victim is not None
             replica = next(node for node in nodes if node.primary_id == victim.id)
-            killed_at = time.monotonic()
             await asyncio.to_thread(
                 machine(victim.host).check_output, f"systemctl kill -s KILL wsfleet-redis@{victim.port}.service"
             )
+            # Timed from the kill's completion: a publish sent before it may still have been acked.
+            killed_at = time.monotonic()
             while True:
                 stream.raise_failures()
                 seen = await asyncio.to_thread(nodes_seen_by, machine, replica.host, replica.port)
