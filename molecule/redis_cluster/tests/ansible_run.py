@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from playbook_run import ANSI_ESCAPE, PlaybookResult
@@ -25,4 +26,19 @@ async def run_project_playbook(playbook: str, *inventories: Path) -> PlaybookRes
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
     )
     output, _ = await process.communicate()
-    return PlaybookResult(process.returncode or 0, ANSI_ESCAPE.sub("", output.decode(errors="replace")))
+    result = PlaybookResult(process.returncode or 0, ANSI_ESCAPE.sub("", output.decode(errors="replace")))
+    # The whole output, for whoever reads a failure later (Molecule's ephemeral directory).
+    log = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / f"{Path(playbook).stem}-{time.strftime('%H%M%S')}.log"
+    log.write_text(result.output)
+    return result
+
+
+def failures(result: PlaybookResult) -> str:
+    """What failed (each fatal task with the lines that follow it), then the recap: for assertion messages."""
+    lines = result.output.splitlines()
+    shown = []
+    for index, line in enumerate(lines):
+        if line.startswith(("fatal:", "failed:")) or "FAILED!" in line:
+            shown.extend(lines[max(0, index - 2) : index + 25])
+    recap = result.output[result.output.rfind("PLAY RECAP") :] if "PLAY RECAP" in result.output else result.output[-3000:]
+    return "\n".join(shown)[-8000:] + "\n" + recap

@@ -8,7 +8,7 @@ import asyncio
 import sys
 import time
 
-from ansible_run import run_project_playbook
+from ansible_run import failures, run_project_playbook
 from conftest import REDIS_PORTS
 from redis_nodes import wait_until_healthy
 from traffic import Stream, assert_exact, rooms_on_every_shard
@@ -46,7 +46,7 @@ def test_rolling_restart_of_every_redis_node_loses_nothing(machine):
     wait_until_healthy(machine, 3)
     before = main_pids(machine)
     result, seconds, figures = asyncio.run(restart_under_traffic(machine))
-    assert result.returncode == 0, result.output[-6000:]
+    assert result.returncode == 0, failures(result)
     after = main_pids(machine)
     print(f"\nredis-rolling-restart.yml: {seconds:.0f} s; stream: {figures}", file=sys.stderr)
     assert all(before[node] != after[node] != "0" for node in before), (before, after)

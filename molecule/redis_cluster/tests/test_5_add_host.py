@@ -9,7 +9,7 @@ import asyncio
 import sys
 import time
 
-from ansible_run import SCENARIO, run_project_playbook
+from ansible_run import SCENARIO, failures, run_project_playbook
 from redis_nodes import SLOTS, owner, wait_until_healthy
 from traffic import Stream, assert_exact, room_slot, rooms_on_every_shard
 
@@ -37,7 +37,7 @@ async def add_host_under_traffic(machine):
 
 def test_a_fourth_host_joins_and_takes_its_share_under_traffic(machine):
     stream, result, seconds, figures = asyncio.run(add_host_under_traffic(machine))
-    assert result.returncode == 0, result.output[-6000:]
+    assert result.returncode == 0, failures(result)
     nodes = wait_until_healthy(machine, 4)
     primaries = {node.name: node.slot_count for node in nodes if node.is_primary}
     by_id = {node.id: node for node in nodes}
@@ -60,8 +60,8 @@ def test_a_fourth_host_joins_and_takes_its_share_under_traffic(machine):
 
 def test_a_second_run_with_the_fourth_host_changes_nothing():
     result = asyncio.run(run_project_playbook("site.yml", EXTRA_INVENTORY))
-    assert result.returncode == 0, result.output[-6000:]
+    assert result.returncode == 0, failures(result)
     recap = result.recap()
     assert NEW_HOST in recap, result.output[-3000:]
     changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
-    assert not changed, f"{changed}\n{result.output[-6000:]}"
+    assert not changed, f"{changed}\n{failures(result)}"
