@@ -13,7 +13,7 @@ from ansible_run import SCENARIO, failures, run_project_playbook
 from redis_nodes import SLOTS, owner, wait_until_healthy
 from traffic import Stream, assert_exact, room_slot, rooms_on_every_shard
 
-EXTRA_INVENTORY = SCENARIO / "extra-redis-host.yml"
+EXTRA_INVENTORY = SCENARIO / "inventory" / "hosts.yml"
 NEW_HOST = "rc-redis4"
 
 
