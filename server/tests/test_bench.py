@@ -362,6 +362,9 @@ def test_suite_runs_fanout_on_its_own_cluster_with_replicas_and_stops_it(tmp_pat
         if node["role"] == "primary":
             assert node["commands"] > 20, run["redis_nodes"]
     assert run["primaries_commands_spread"] is not None
+    assert sum(share["rooms"] for share in run["primaries"]) == 40
+    assert sum(share["publishes"] for share in run["primaries"]) == run["published"]["acked"]
+    assert all(share["rooms"] > 0 for share in run["primaries"]), run["primaries"]
     report = (tmp_path / "report.md").read_text()
     assert "| Redis CPU per 1,000 deliveries (ms) |" in report
     assert "primary 3: share of the primaries' CPU (%)" in report

@@ -261,6 +261,21 @@ class LoopbackCluster:
             if "master" in node["flags"] and "fail" not in node["flags"] and node["slots"]
         ]
 
+    def primary_ports(self, keys: Sequence[str]) -> list[int | None]:
+        """The port of the primary that owns each key's slot now (None: not known)."""
+        owners = {
+            slot: node["port"]
+            for node in self.primaries()
+            for low, high in node["slots"]
+            for slot in range(low, high + 1)
+        }
+        ports: list[int | None] = []
+        for key in keys:
+            reply = inline_command(self.ports[0], "CLUSTER", "KEYSLOT", key)
+            slot = int(reply[1:]) if reply and reply.startswith(":") else None
+            ports.append(None if slot is None else owners.get(slot))
+        return ports
+
     def redis_nodes(self) -> list[RedisNode]:
         """Every running node with its role now, primaries first, by port."""
         primaries = {node["port"] for node in self.primaries()}

@@ -704,6 +704,7 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             "per_second": round(sent / options.duration, 1),
         },
         "expected": expected,
+        "acked_by_room": dict(acked_by_room),
         "delivered": delivered,
         "lost": lost,
         "duplicated": duplicated,

@@ -32,6 +32,7 @@ from wsfleet.bench.processes import Managed, free_port, wait_for
 from wsfleet.bench.report import ProgressView, plot_latency
 from wsfleet.bench.runner import BenchError, BenchOptions, run_async, run_scenario
 from wsfleet.bench.stats import LatencyHistogram
+from wsfleet.broker import history_key
 
 __all__ = ["add_suite_arguments", "main"]
 
@@ -311,7 +312,8 @@ def main(args: argparse.Namespace) -> int:
     )
     began = time.monotonic()
     try:
-        for number, step in enumerate(make_plan(args, targets)):
+        plan = make_plan(args, targets)
+        for number, step in enumerate(plan):
             servers = args.idle_servers if step.scenario == "idle" else args.servers
             # A fresh backbone for every measurement: nothing left from the last one.
             redis = backbone_for(step.target, args, logs / f"redis-{number:02d}-{step.target}")
@@ -332,13 +334,16 @@ def main(args: argparse.Namespace) -> int:
                     title = f"{step.scenario} {step.target} r{step.round + 1}"
                     with ProgressView(title, args.progress) as view:
                         result = run_async(run_scenario(options, view))
+                if isinstance(redis, LoopbackCluster) and "acked_by_room" in result:
+                    result["primaries"] = publishes_per_primary(redis, result["acked_by_room"])
                 result["round"] = step.round
                 result["target"] = step.target
                 result["server_processes"] = servers
                 document["runs"].append(result)
                 print(f"[bench]   {headline(result)}", file=sys.stderr, flush=True)
                 redis.flush()
-            time.sleep(2)  # let closed sockets leave the kernel's tables
+            if number + 1 < len(plan):
+                time.sleep(2)  # let closed sockets leave the kernel's tables
     except (BenchError, KeyboardInterrupt) as error:
         print(f"wsfleet bench suite: stopped: {error!r}", file=sys.stderr)
         document["error"] = repr(error)
@@ -356,6 +361,24 @@ def main(args: argparse.Namespace) -> int:
             report.write("\n" + text)
         print(f"[bench] appended to {args.report}", file=sys.stderr)
     return 1 if "error" in document else 0
+
+
+def publishes_per_primary(
+    cluster: LoopbackCluster, acked_by_room: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Rooms and acked publishes per primary, by where each room's slot lives."""
+    rooms = sorted(acked_by_room)
+    owners = cluster.primary_ports([history_key(room) for room in rooms])
+    shares: dict[int, dict[str, int]] = {
+        node.port: {"port": node.port, "rooms": 0, "publishes": 0}
+        for node in cluster.redis_nodes()
+        if node.role == "primary" and node.port is not None
+    }
+    for room, port in zip(rooms, owners, strict=True):
+        if port is not None and port in shares:
+            shares[port]["rooms"] += 1
+            shares[port]["publishes"] += acked_by_room[room]
+    return [shares[port] for port in sorted(shares)]
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -437,6 +460,12 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] 
             lambda r: r["primaries_commands_spread"],
             "low",
         ),
+        (
+            "ppub",
+            "primaries' publishes (rooms' slots), max / min",
+            lambda r: _publish_spread(r),
+            "low",
+        ),
     ],
     "idle": [
         ("opened", "connections opened", lambda r: r["connections"]["opened"], "high"),
@@ -467,6 +496,13 @@ def _primary_share(result: dict[str, Any], index: int) -> float | None:
     if index >= len(cpu) or len(known) < len(cpu) or sum(known) <= 0:
         return None
     return round(100 * known[index] / sum(known), 1)
+
+
+def _publish_spread(result: dict[str, Any]) -> float | None:
+    publishes: list[int] = [share["publishes"] for share in result.get("primaries", [])]
+    if len(publishes) < 2 or min(publishes) <= 0:
+        return None
+    return round(max(publishes) / min(publishes), 2)
 
 
 def _median(values: list[Any]) -> Any:
