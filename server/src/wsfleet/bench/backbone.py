@@ -93,7 +93,8 @@ class LoopbackCluster:
     ``cluster-node-timeout`` lets a replica take over a killed primary within about
     two seconds, and ``cluster-require-full-coverage no`` keeps the other shards
     serving meanwhile. Every node gets its own folder (``nodes.conf``, log) under
-    ``directory``, which must be fresh: a node reads its old cluster state back.
+    ``directory``: :meth:`start` creates a new cluster (it removes the nodes.conf of
+    an earlier one), :meth:`start_node` restarts a node with the state it had.
     """
 
     def __init__(
@@ -165,6 +166,10 @@ class LoopbackCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise BenchError("redis-cli is not on PATH (it comes with redis-server)")
+        # A new cluster: a nodes.conf left in the folder by an earlier one would make
+        # its node refuse to join (redis-cli: "is not empty").
+        for port in self.ports:
+            (self.directory / str(port) / "nodes.conf").unlink(missing_ok=True)
         try:
             for port in self.ports:
                 self.start_node(port)
