@@ -1,12 +1,13 @@
 """``wsfleet bench suite``: what ``make bench`` runs.
 
-Starts a redis-server on loopback, then for every scenario and round, for every
-target in turn (wsfleet, the Node ``ws`` peer, the Socket.IO peer; the order
-alternates between rounds), K fresh server processes of that target, runs the
-scenario against them, and stops them. Every target gets the same workload, the
-same client and the same number of server processes. Results go to a JSON file,
-latency plots to PNG files, and a section with the figures and the ratios
-wsfleet / peer is appended to BENCHMARKS.md.
+For every scenario and round, for every target in turn (wsfleet, the Node ``ws``
+peer, the Socket.IO peer, and on request wsfleet on a Redis Cluster; the order
+alternates between rounds): a fresh backbone (a redis-server, or a Redis Cluster
+on loopback: :mod:`wsfleet.bench.backbone`), K fresh server processes of that
+target, the scenario against them, then both stopped. Every target gets the same
+workload, the same client and the same number of server processes. Results go to
+a JSON file, latency plots to PNG files, and a section with the figures and the
+ratios wsfleet / peer and cluster / wsfleet is appended to BENCHMARKS.md.
 """
 
 from __future__ import annotations
