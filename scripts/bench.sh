@@ -6,6 +6,9 @@
 # peer in turn, and a section with the figures appended to BENCHMARKS.md.
 # Everything it starts stops with it: the suite's children die with it, the load
 # workers exit when their stdin closes, and a trap ends the suite itself.
+# `--targets wsfleet,wsfleet-cluster,wsfleet-cluster-r1` compares one Redis with a
+# 3-primary Redis Cluster (and 3+3 with --publish-replicas 1) that the suite starts
+# on 127.0.0.1:7500-7505 (BENCHMARKS.md, "How it measures").
 # Sizes: the suite's defaults (see `wsfleet bench suite --help`), or flags given here;
 # WSFLEET_BENCH_OUT chooses where the JSON and PNG files go.
 set -euo pipefail

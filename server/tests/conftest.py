@@ -7,7 +7,6 @@ Nothing is mocked. Readiness is always a poll with a deadline (a port that answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from typing import Any
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from wsfleet.bench.backbone import LoopbackCluster
 
 DEADLINE = 15.0
 
@@ -119,161 +120,17 @@ class RedisProcess:
         self.process = None
 
 
-class RedisClusterNodes:
-    """A throw-away Redis Cluster on loopback: 3 primaries and 3 replicas.
+class RedisClusterNodes(LoopbackCluster):
+    """The tests' Redis Cluster on loopback: 3 primaries and 3 replicas.
 
-    Ports 7300-7305 (cluster bus 17300-17305), a small ``cluster-node-timeout`` so
-    that a replica takes over a killed primary within about two seconds, and
-    ``cluster-require-full-coverage no`` so the other shards keep serving meanwhile.
+    Ports 7300-7305 (cluster bus 17300-17305); how it starts, settles and stops is
+    ``wsfleet.bench.backbone.LoopbackCluster``, shared with ``wsfleet bench suite``.
     """
 
     PORTS = tuple(range(7300, 7306))
-    NODE_TIMEOUT_MS = 1000
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-
-    def server_args(self) -> tuple[str, ...]:
-        return ("--redis-cluster", ",".join(f"127.0.0.1:{port}" for port in self.PORTS[:3]))
-
-    def start_node(self, port: int) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not on PATH (apt-get install redis-server)")
-        node_dir = self.directory / str(port)
-        node_dir.mkdir(exist_ok=True)
-        self.processes[port] = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                str(self.NODE_TIMEOUT_MS),
-                "--cluster-require-full-coverage",
-                "no",
-                # A node back after a kill is in sync at once, not after the default 5 s
-                # wait for more replicas to share a diskless transfer.
-                "--repl-diskless-sync-delay",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(node_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: self.command(port, "PING") == "+PONG", f"redis-server on {port}")
-
-    def start(self) -> None:
-        for port in self.PORTS:
-            if self.command(port, "PING") is not None:
-                pytest.fail(f"port {port} is taken: the cluster fixture needs 7300-7305")
-        for port in self.PORTS:
-            self.start_node(port)
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in self.PORTS),
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        self.wait_ok()
-
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every running node says cluster_state:ok and every replica's link is up."""
-
-        def settled() -> bool:
-            for port, process in self.processes.items():
-                if process.poll() is not None:
-                    continue
-                if "cluster_state:ok" not in self.info(port, "CLUSTER", "INFO"):
-                    return False
-                replication = self.info(port, "INFO", "replication")
-                if "role:slave" in replication and "master_link_status:up" not in replication:
-                    return False
-            return len(self.primaries()) == 3
-
-        wait_until(settled, "the cluster to settle", timeout, every=0.1)
-
-    def command(self, port: int, *args: str) -> str | None:
-        """Send one inline command; return the first reply line, or None if down."""
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall((" ".join(args) + "\r\n").encode())
-                return sock.recv(4096).split(b"\r\n")[0].decode()
-        except OSError:
-            return None
-
-    def client(self, port: int) -> Any:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-
-    def info(self, port: int, *args: str) -> str:
-        try:
-            with self.client(port) as client:
-                reply = client.execute_command(*args)
-        except Exception:  # a node that is down or loading says nothing
-            return ""
-        if isinstance(reply, dict):
-            return "\n".join(f"{key}:{value}" for key, value in reply.items())
-        return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """CLUSTER NODES as seen by a live node: id, port, flags, primary id, slot ranges."""
-        for port, process in self.processes.items():
-            if process.poll() is not None:
-                continue
-            try:
-                with self.client(port) as client:
-                    text = client.execute_command("CLUSTER", "NODES")
-            except Exception:  # noqa: S112 (a node that is down: ask the next one)
-                continue
-            text = text.decode() if isinstance(text, bytes) else text
-            nodes = []
-            for line in text.strip().splitlines():
-                fields = line.split()
-                slots = []
-                for spec in fields[8:]:
-                    if spec.startswith("["):
-                        continue  # a slot being migrated
-                    low, _, high = spec.partition("-")
-                    slots.append((int(low), int(high or low)))
-                nodes.append(
-                    {
-                        "id": fields[0],
-                        "port": int(fields[1].split(":")[1].split("@")[0]),
-                        "flags": fields[2].split(","),
-                        "primary": fields[3],
-                        "slots": slots,
-                    }
-                )
-            return nodes
-        return []
-
-    def primaries(self) -> list[dict[str, Any]]:
-        return [
-            node
-            for node in self.nodes()
-            if "master" in node["flags"] and "fail" not in node["flags"] and node["slots"]
-        ]
+        super().__init__(directory, self.PORTS, replicas=1, node_timeout_ms=1000)
 
     def owner(self, slot: int) -> dict[str, Any]:
         for node in self.primaries():
@@ -291,23 +148,6 @@ class RedisClusterNodes:
     def keyslot(self, key: str) -> int:
         with self.client(self.PORTS[0]) as client:
             return int(client.execute_command("CLUSTER", "KEYSLOT", key))
-
-    def kill(self, port: int) -> None:
-        process = self.processes[port]
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        self.processes.clear()
 
 
 class ServerProcess:

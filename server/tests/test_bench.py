@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import Launcher, RedisProcess, ServerProcess
+from wsfleet.bench.backbone import inline_command
 from wsfleet.bench.cli import expand_urls, parse_sources
 from wsfleet.bench.runner import BenchOptions, fanout_plan, run_scenario
 from wsfleet.bench.stats import LatencyHistogram, summarize
@@ -312,3 +313,58 @@ async def test_churn_members_leave_and_resume_with_no_duplicate_gap_or_loss(
     )
     assert result["resume_latency"]["count"] == result["resumes"]
     assert result["latency"]["count"] == result["delivered"]
+
+
+def test_suite_runs_fanout_on_its_own_cluster_with_replicas_and_stops_it(tmp_path: Path) -> None:
+    # The suite starts 3 primaries and 3 replicas on 7510-7515 (clear of the server
+    # tests' 7300-7305 and of `make bench`'s 7500-7505), servers with
+    # --publish-replicas 1, and measures every node; nothing it started outlives it.
+    ports = range(7510, 7516)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsfleet",
+            "bench",
+            "suite",
+            "--targets=wsfleet-cluster-r1",
+            "--scenarios=fanout",
+            "--rounds=1",
+            "--fanout-rooms=40",
+            "--fanout-clients=3",
+            "--fanout-publishers=4",
+            "--fanout-rate=200",
+            "--fanout-duration=1.5",
+            "--cluster-base-port=7510",
+            "--progress=off",
+            f"--out={tmp_path}",
+            f"--report={tmp_path / 'report.md'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert [inline_command(port, "PING") for port in ports] == [None] * 6
+    (run,) = json.loads(next(tmp_path.glob("bench-*.json")).read_text())["runs"]
+    assert run["target"] == "wsfleet-cluster-r1"
+    assert run["connections"]["members"] == 120
+    assert run["published"]["errors"] == {}
+    assert run["published"]["acked"] == run["published"]["sent"] > 200
+    assert (run["lost"], run["duplicated"]) == (0, 0)
+    assert run["ack_latency"]["count"] == run["published"]["acked"]
+    roles = sorted(node["role"] for node in run["redis_nodes"])
+    assert roles == ["primary"] * 3 + ["replica"] * 3
+    # 40 rooms hash to every shard: each primary ran its share of the publishes.
+    for node in run["redis_nodes"]:
+        assert node["cpu_seconds"] is not None
+        if node["role"] == "primary":
+            assert node["commands"] > 20, run["redis_nodes"]
+    assert run["primaries_commands_spread"] is not None
+    assert sum(share["rooms"] for share in run["primaries"]) == 40
+    assert sum(share["publishes"] for share in run["primaries"]) == run["published"]["acked"]
+    assert all(share["rooms"] > 0 for share in run["primaries"]), run["primaries"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| Redis CPU per 1,000 deliveries (ms) |" in report
+    assert "primary 3: share of the primaries' CPU (%)" in report

@@ -6,4 +6,7 @@
 - :mod:`wsfleet.bench.runner`: the scenarios (connect, fanout, idle) across workers.
 - :mod:`wsfleet.bench.suite`: redis, servers and peers started on loopback, the
   scenarios run alternately against each, and BENCHMARKS.md appended.
+- :mod:`wsfleet.bench.backbone`: the Redis the suite's servers run on (one
+  redis-server, a Redis Cluster on loopback, or an existing cluster).
+- :mod:`wsfleet.bench.processes`: the suite's child processes (log file, die with it).
 """

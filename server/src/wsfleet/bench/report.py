@@ -179,11 +179,25 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ]
         for key in ("p50", "p90", "p99", "p99.9", "max"):
             rows.append((f"latency {key}", _fmt(latency.get(f"{key}_ms"), "ms")))
+        for key in ("p50", "p99"):
+            ack = result["ack_latency"].get(f"{key}_ms")
+            rows.append((f"publish to ack {key}", _fmt(ack, "ms")))
         rows += [
             ("server CPU", _fmt(result["server_cpu_cores"], "cores")),
             ("deliveries per server CPU second", _fmt(result["deliveries_per_server_cpu_second"])),
             ("Redis CPU", _fmt(result["redis_cpu_cores"], "cores")),
+            (
+                "Redis CPU per 1,000 deliveries",
+                _fmt(result["redis_cpu_ms_per_1000_deliveries"], "ms"),
+            ),
         ]
+        for node in result["redis_nodes"] if len(result["redis_nodes"]) > 1 else []:
+            rows.append(
+                (
+                    f"Redis {node['name']}",
+                    f"{_fmt(node['cpu_seconds'], 's CPU')}, {_fmt(node['commands'])} commands",
+                )
+            )
     rows.append(("client processes", _fmt(result["workers"])))
     return rows
 

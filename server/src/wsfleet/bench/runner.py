@@ -25,6 +25,7 @@ import contextlib
 import math
 import os
 import secrets
+import socket
 import sys
 import time
 from collections import Counter
@@ -76,6 +77,16 @@ def _no_progress(phase: str, done: float, total: float, info: str) -> None:
 
 
 @dataclass(slots=True)
+class RedisNode:
+    """One redis-server a run measures: its CPU time and, given its port, its commands."""
+
+    name: str
+    pid: int
+    role: str = "single"  # single, primary or replica
+    port: int | None = None  # loopback port, for INFO's total_commands_processed
+
+
+@dataclass(slots=True)
 class BenchOptions:
     """Everything one scenario run needs; see ``wsfleet bench --help``."""
 
@@ -92,6 +103,9 @@ class BenchOptions:
     server_pids: list[int] = field(default_factory=list)
     redis_pid: int | None = None
     redis_url: str | None = None
+    # Every node of the backbone, when the caller knows them (a cluster); otherwise
+    # the one Redis of redis_pid / redis_url.
+    redis_nodes: list[RedisNode] = field(default_factory=list)
     # connect / idle
     connections: int = 1000
     hold: float = 0.0
@@ -261,8 +275,8 @@ def check_ports(options: BenchOptions, connections: int, sources: list[str]) -> 
 # Resources
 
 
-def resolve_pids(options: BenchOptions) -> tuple[list[int], int | None]:
-    """Server PIDs (given, or found by the targets' ports) and the Redis PID."""
+def resolve_pids(options: BenchOptions) -> tuple[list[int], list[RedisNode]]:
+    """Server PIDs (given, or found by the targets' ports) and the Redis node(s)."""
     servers = list(options.server_pids)
     if not servers:
         for url in options.urls:
@@ -271,12 +285,49 @@ def resolve_pids(options: BenchOptions) -> tuple[list[int], int | None]:
                 pid = procstat.listener_pid(parts.port)
                 if pid is not None and pid not in servers:
                     servers.append(pid)
-    redis = options.redis_pid
-    if redis is None and options.redis_url:
+    if options.redis_nodes:
+        return servers, list(options.redis_nodes)
+    redis, port = options.redis_pid, None
+    if options.redis_url:
         parts = urlsplit(options.redis_url)
         if _is_loopback(parts.hostname or "") and parts.port:
-            redis = procstat.listener_pid(parts.port)
-    return servers, redis
+            port = parts.port
+            if redis is None:
+                redis = procstat.listener_pid(parts.port)
+    return servers, [] if redis is None else [RedisNode("redis", redis, "single", port)]
+
+
+def commands_processed(node: RedisNode) -> int | None:
+    """The node's ``total_commands_processed`` (INFO stats), None when it cannot be asked."""
+    if node.port is None:
+        return None
+    reply = b""
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=2) as sock:
+            sock.sendall(b"INFO stats\r\n")
+            # A bulk string: "$<length>\r\n<text>\r\n"; read until all of it is in.
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+                header, _, body = reply.partition(b"\r\n")
+                if header.startswith(b"$") and len(body) >= int(header[1:]) + 2:
+                    break
+    except (OSError, ValueError):
+        return None
+    for line in reply.decode(errors="replace").splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.partition(":")[2])
+    return None
+
+
+def _spread(values: Sequence[float | None]) -> float | None:
+    """max / min of the values (1.0: perfectly even), None without two positive ones."""
+    numbers = [v for v in values if v is not None]
+    if len(numbers) < 2 or min(numbers) <= 0:
+        return None
+    return round(max(numbers) / min(numbers), 2)
 
 
 def sample_all(pids: Sequence[int]) -> list[procstat.Sample | None]:
@@ -499,7 +550,7 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
     workers_needed = worker_count(options, connections)
     sources = plan_sources(options, workers_needed)
     check_ports(options, connections, sources)
-    server_pids, redis_pid = resolve_pids(options)
+    server_pids, redis_nodes = resolve_pids(options)
     run_id = secrets.token_hex(3)
     member_shares, publisher_shares = fanout_plan(options, workers_needed, run_id)
     publisher_total = max(1, options.publishers)
@@ -539,8 +590,9 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         for event in ready:
             members_by_room.update(event["members_by_room"])
 
-        pids = [*server_pids, *([redis_pid] if redis_pid else [])]
+        pids = [*server_pids, *(node.pid for node in redis_nodes)]
         before = sample_all(pids)
+        commands_before = [commands_processed(node) for node in redis_nodes]
         go = time.perf_counter()
         for worker, publishers in zip(workers, publisher_shares, strict=True):
             share = len(publishers) / publisher_total
@@ -589,17 +641,20 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             await asyncio.sleep(0.05)
         drained = time.perf_counter()
         after = sample_all(pids)
+        commands_after = [commands_processed(node) for node in redis_nodes]
         results = await _finish(workers)
     finally:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
 
     latency = LatencyHistogram()
+    acks = LatencyHistogram()
     handshakes = LatencyHistogram()
     failures: Counter[str] = Counter()
     unique_by_room: Counter[str] = Counter()
     close_codes: Counter[str] = Counter()
     for result in results:
         latency.merge(LatencyHistogram.from_json(result["latency"]))
+        acks.merge(LatencyHistogram.from_json(result["ack_latency"]))
         handshakes.merge(LatencyHistogram.from_json(result["handshake"]))
         failures.update(result["failures"])
         unique_by_room.update(result["unique_by_room"])
@@ -621,7 +676,13 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
 
     server_cpu = [cpu(i) for i in range(len(server_pids))]
     server_cpu_total = sum(c for c in server_cpu if c is not None)
-    redis_cpu = cpu(len(server_pids)) if redis_pid else None
+    node_cpu = [cpu(len(server_pids) + i) for i in range(len(redis_nodes))]
+    redis_cpu = sum(c for c in node_cpu if c is not None) if redis_nodes else None
+    node_commands = [
+        None if first is None or last is None else float(last - first)
+        for first, last in zip(commands_before, commands_after, strict=True)
+    ]
+    primaries = [i for i, node in enumerate(redis_nodes) if node.role == "primary"]
     return {
         "workers": len(workers),
         "sources": sources,
@@ -643,12 +704,14 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             "per_second": round(sent / options.duration, 1),
         },
         "expected": expected,
+        "acked_by_room": dict(acked_by_room),
         "delivered": delivered,
         "lost": lost,
         "duplicated": duplicated,
         "window_seconds": round(window, 3),
         "delivered_per_second": round(delivered / window, 1) if window > 0 else None,
         "latency": summarize(latency),
+        "ack_latency": summarize(acks),
         "handshake_latency": summarize(handshakes),
         "server_cpu_seconds": round(server_cpu_total, 3),
         "server_cpu_cores": round(server_cpu_total / window, 3) if window > 0 else None,
@@ -659,6 +722,23 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         "redis_cpu_cores": None
         if redis_cpu is None or window <= 0
         else round(redis_cpu / window, 3),
+        # CPU milliseconds of all Redis nodes together per 1,000 deliveries.
+        "redis_cpu_ms_per_1000_deliveries": None
+        if redis_cpu is None or delivered <= 0
+        else round(redis_cpu * 1e6 / delivered, 3),
+        "redis_nodes": [
+            {
+                "name": node.name,
+                "role": node.role,
+                "pid": node.pid,
+                "cpu_seconds": None if c is None else round(c, 3),
+                "commands": None if n is None else int(n),
+            }
+            for node, c, n in zip(redis_nodes, node_cpu, node_commands, strict=True)
+        ],
+        # How evenly the primaries of a cluster shared the work: max / min.
+        "primaries_cpu_spread": _spread([node_cpu[i] for i in primaries]),
+        "primaries_commands_spread": _spread([node_commands[i] for i in primaries]),
         "servers": [
             {
                 "pid": pid,
@@ -668,5 +748,9 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             for i, (pid, c) in enumerate(zip(server_pids, server_cpu, strict=True))
         ],
         "client_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
-        "histograms": {"latency": latency.to_json(), "handshake": handshakes.to_json()},
+        "histograms": {
+            "latency": latency.to_json(),
+            "ack": acks.to_json(),
+            "handshake": handshakes.to_json(),
+        },
     }

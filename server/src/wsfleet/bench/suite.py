@@ -1,55 +1,81 @@
 """``wsfleet bench suite``: what ``make bench`` runs.
 
-Starts a redis-server on loopback, then for every scenario and round, for every
-target in turn (wsfleet, the Node ``ws`` peer, the Socket.IO peer; the order
-alternates between rounds), K fresh server processes of that target, runs the
-scenario against them, and stops them. Every target gets the same workload, the
-same client and the same number of server processes. Results go to a JSON file,
-latency plots to PNG files, and a section with the figures and the ratios
-wsfleet / peer is appended to BENCHMARKS.md.
+For every scenario and round, for every target in turn (wsfleet, the Node ``ws``
+peer, the Socket.IO peer, and on request wsfleet on a Redis Cluster; the order
+alternates between rounds): a fresh backbone (a redis-server, or a Redis Cluster
+on loopback: :mod:`wsfleet.bench.backbone`), K fresh server processes of that
+target, the scenario against them, then both stopped. Every target gets the same
+workload, the same client and the same number of server processes. Results go to
+a JSON file, latency plots to PNG files, and a section with the figures and the
+ratios wsfleet / peer and cluster / wsfleet is appended to BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
-import os
 import shlex
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import wsfleet
 from wsfleet.bench import procstat
+from wsfleet.bench.backbone import Backbone, ExistingCluster, LoopbackCluster, SingleRedis
+from wsfleet.bench.processes import Managed, free_port, wait_for
 from wsfleet.bench.report import ProgressView, plot_latency
 from wsfleet.bench.runner import BenchError, BenchOptions, run_async, run_scenario
 from wsfleet.bench.stats import LatencyHistogram
+from wsfleet.broker import history_key
 
 __all__ = ["add_suite_arguments", "main"]
 
 REPO_ROOT = Path(wsfleet.__file__).resolve().parents[3]
-TARGETS = ("wsfleet", "ws", "socketio")
+TARGETS = ("wsfleet", "ws", "socketio", "wsfleet-cluster", "wsfleet-cluster-r1")
+DEFAULT_TARGETS = ("wsfleet", "ws", "socketio")
+PEERS = ("ws", "socketio")
 PEER_SCRIPTS = {"ws": "ws-peer.js", "socketio": "socketio-peer.js"}
-DIALECT = {"wsfleet": "wsfleet", "ws": "wsfleet", "socketio": "socketio"}
-NAMES = {"wsfleet": "wsfleet", "ws": "Node ws", "socketio": "Socket.IO"}
+DIALECT = {
+    "wsfleet": "wsfleet",
+    "ws": "wsfleet",
+    "socketio": "socketio",
+    "wsfleet-cluster": "wsfleet",
+    "wsfleet-cluster-r1": "wsfleet",
+}
+NAMES = {
+    "wsfleet": "wsfleet",
+    "ws": "Node ws",
+    "socketio": "Socket.IO",
+    "wsfleet-cluster": "wsfleet, cluster",
+    "wsfleet-cluster-r1": "wsfleet, cluster + replicas, WAIT 1",
+}
+# The wsfleet targets on a Redis Cluster the suite starts: replicas per primary. The
+# -r1 servers acknowledge a message after WAIT 1 (--publish-replicas 1).
+CLUSTERS = {"wsfleet-cluster": 0, "wsfleet-cluster-r1": 1}
+CLUSTER_SERVER_FLAGS = {"wsfleet-cluster": (), "wsfleet-cluster-r1": ("--publish-replicas", "1")}
+# Clear of the server tests' cluster (7300-7305); bus ports are these + 10000.
+CLUSTER_BASE_PORT = 7500
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--targets",
-        default=",".join(TARGETS),
-        help="comma-separated, from wsfleet, ws, socketio (default: all three)",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma-separated, from "
+        + ", ".join(TARGETS)
+        + " (default: "
+        + ",".join(DEFAULT_TARGETS)
+        + "); wsfleet-cluster runs wsfleet on a 3-primary Redis "
+        "Cluster the suite starts on loopback (--cluster-base-port and the next 2), "
+        "wsfleet-cluster-r1 on 3 primaries and 3 replicas (the next 5) with "
+        "--publish-replicas 1",
     )
     parser.add_argument("--scenarios", default="connect,fanout,idle")
     parser.add_argument("--servers", type=int, default=2, help="server processes (default 2)")
@@ -71,11 +97,21 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-cluster",
         metavar="HOST:PORT,...",
-        help="run the wsfleet servers on this existing Redis Cluster (--redis-cluster) "
-        "instead of a redis-server the suite starts; wsfleet target only, no Redis CPU",
+        help="run the wsfleet target's servers on this existing Redis Cluster "
+        "(--redis-cluster) instead of a redis-server the suite starts; no Redis CPU",
     )
     parser.add_argument(
-        "--publish-replicas", type=int, default=0, help="the servers' --publish-replicas (0)"
+        "--cluster-base-port",
+        type=int,
+        default=CLUSTER_BASE_PORT,
+        help=f"first loopback port of the clusters the suite starts ({CLUSTER_BASE_PORT}; "
+        "their cluster bus: + 10000)",
+    )
+    parser.add_argument(
+        "--publish-replicas",
+        type=int,
+        default=0,
+        help="the wsfleet target's --publish-replicas (0)",
     )
     parser.add_argument("--peers-dir", default=str(REPO_ROOT / "bench-peers"))
     parser.add_argument("--out", default="bench-out", help="folder for JSON and PNG files")
@@ -87,19 +123,6 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 # Processes
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the bench process dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def http_status(port: int, path: str = "/health") -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
@@ -109,145 +132,21 @@ def http_status(port: int, path: str = "/health") -> int:
         return getattr(error, "code", 0) or 0
 
 
-@dataclass
-class Managed:
-    """A child process with its log file."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **self.env},
-                preexec_fn=_die_with_parent,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
-
-
-class Redis:
-    def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise BenchError("redis-server is not on PATH")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.child = Managed(
-            "redis",
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(log_dir),
-            ],
-            log_dir / "redis.log",
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid
-
-    def server_args(self) -> list[str]:
-        return ["--redis-url", self.url]
-
-    def flush(self) -> None:
-        self.command("FLUSHALL")
-
-    def stop(self) -> None:
-        self.child.stop()
-
-    def command(self, *args: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall((" ".join(args) + "\r\n").encode())
-            return sock.recv(4096).split(b"\r\n")[0].decode()
-
-    def start(self) -> None:
-        self.child.start()
-
-        def answers() -> bool:
-            try:
-                return self.command("PING") == "+PONG"
-            except OSError:
-                return False
-
-        wait_for(answers, "redis-server")
-
-
-class ClusterBackbone:
-    """An existing Redis Cluster the servers use (``--redis-cluster``); the suite owns none."""
-
-    url: str | None = None
-    pid: int | None = None
-
-    def __init__(self, nodes: str) -> None:
-        self.nodes = nodes
-
-    def server_args(self) -> list[str]:
-        return ["--redis-cluster", self.nodes]
-
-    def start(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        from redis.cluster import ClusterNode, RedisCluster
-
-        seeds = []
-        for item in self.nodes.split(","):
-            host, _, port = item.strip().rpartition(":")
-            seeds.append(ClusterNode(host, int(port)))  # type: ignore[no-untyped-call]
-        with RedisCluster(startup_nodes=seeds) as cluster:
-            cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
-
-    def stop(self) -> None:
-        pass
+def backbone_for(target: str, args: argparse.Namespace, directory: Path) -> Backbone:
+    """A fresh backbone for one measurement of ``target`` (see BACKBONES)."""
+    if target in CLUSTERS:
+        replicas = CLUSTERS[target]
+        ports = range(args.cluster_base_port, args.cluster_base_port + 3 * (replicas + 1))
+        return LoopbackCluster(directory, ports, replicas)
+    if target == "wsfleet" and args.redis_cluster:
+        return ExistingCluster(args.redis_cluster)
+    return SingleRedis(directory)
 
 
 def server_children(
     target: str,
     count: int,
-    redis: Redis | ClusterBackbone,
+    redis: Backbone,
     peers: Path,
     logs: Path,
     extra: tuple[str, ...] = (),
@@ -255,7 +154,7 @@ def server_children(
     children = []
     for _ in range(count):
         port = free_port()
-        if target == "wsfleet":
+        if target not in PEERS:
             argv = [
                 sys.executable,
                 "-m",
@@ -295,6 +194,16 @@ def server_children(
         child.port = port  # type: ignore[attr-defined]
         children.append(child)
     return children
+
+
+@contextlib.contextmanager
+def started(backbone: Backbone) -> Iterator[Backbone]:
+    """The backbone for one measurement, stopped after it whatever happens."""
+    try:
+        backbone.start()
+        yield backbone
+    finally:
+        backbone.stop()
 
 
 @contextlib.contextmanager
@@ -338,7 +247,7 @@ def make_plan(args: argparse.Namespace, targets: list[str]) -> list[Plan]:
 
 
 def options_for(
-    args: argparse.Namespace, step: Plan, urls: list[str], redis: Redis | ClusterBackbone
+    args: argparse.Namespace, step: Plan, urls: list[str], redis: Backbone
 ) -> BenchOptions:
     options = BenchOptions(
         scenario=step.scenario,
@@ -347,7 +256,7 @@ def options_for(
         label=step.target,
         processes=args.processes,
         redis_url=redis.url,
-        redis_pid=redis.pid,
+        redis_nodes=redis.redis_nodes(),
         phase_timeout=300,
     )
     if step.scenario == "connect":
@@ -375,13 +284,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     peers = Path(args.peers_dir)
     skipped: dict[str, str] = {}
-    for target in [t for t in targets if t != "wsfleet"]:
+    for target in [t for t in targets if t in PEERS]:
         if shutil.which("node") is None:
             skipped[target] = "node is not installed"
         elif not (peers / "node_modules").is_dir():
             skipped[target] = f"{peers}/node_modules is missing (npm ci there)"
     if args.redis_cluster:
-        for target in [t for t in targets if t != "wsfleet"]:
+        for target in [t for t in targets if t in PEERS]:
             skipped[target] = "its peer speaks to a single Redis, not --redis-cluster"
     targets = [t for t in targets if t not in skipped]
     for target, reason in skipped.items():
@@ -399,42 +308,46 @@ def main(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "runs": [],
     }
-    redis: Redis | ClusterBackbone = (
-        ClusterBackbone(args.redis_cluster) if args.redis_cluster else Redis(logs)
+    wsfleet_extra = (
+        ("--publish-replicas", str(args.publish_replicas)) if args.publish_replicas else ()
     )
-    redis.start()
-    extra = ("--publish-replicas", str(args.publish_replicas)) if args.publish_replicas else ()
     began = time.monotonic()
     try:
-        for step in make_plan(args, targets):
+        plan = make_plan(args, targets)
+        for number, step in enumerate(plan):
             servers = args.idle_servers if step.scenario == "idle" else args.servers
-            children = server_children(step.target, servers, redis, peers, logs, extra)
-            print(
-                f"[bench] {step.scenario} round {step.round + 1}: {NAMES[step.target]} "
-                f"({servers} server processes)",
-                file=sys.stderr,
-                flush=True,
-            )
-            with running(children):
-                path = "/ws" if DIALECT[step.target] == "wsfleet" else ""
-                urls = [f"ws://127.0.0.1:{c.port}{path}" for c in children]  # type: ignore[attr-defined]
-                options = options_for(args, step, urls, redis)
-                options.server_pids = [c.pid for c in children]
-                title = f"{step.scenario} {step.target} r{step.round + 1}"
-                with ProgressView(title, args.progress) as view:
-                    result = run_async(run_scenario(options, view))
-            result["round"] = step.round
-            result["target"] = step.target
-            result["server_processes"] = servers
-            document["runs"].append(result)
-            print(f"[bench]   {headline(result)}", file=sys.stderr, flush=True)
-            redis.flush()
-            time.sleep(2)  # let closed sockets leave the kernel's tables
+            # A fresh backbone for every measurement: nothing left from the last one.
+            redis = backbone_for(step.target, args, logs / f"redis-{number:02d}-{step.target}")
+            extra = CLUSTER_SERVER_FLAGS.get(step.target, wsfleet_extra)
+            with started(redis):
+                children = server_children(step.target, servers, redis, peers, logs, extra)
+                print(
+                    f"[bench] {step.scenario} round {step.round + 1}: {NAMES[step.target]} "
+                    f"({servers} server processes)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                with running(children):
+                    path = "/ws" if DIALECT[step.target] == "wsfleet" else ""
+                    urls = [f"ws://127.0.0.1:{c.port}{path}" for c in children]  # type: ignore[attr-defined]
+                    options = options_for(args, step, urls, redis)
+                    options.server_pids = [c.pid for c in children]
+                    title = f"{step.scenario} {step.target} r{step.round + 1}"
+                    with ProgressView(title, args.progress) as view:
+                        result = run_async(run_scenario(options, view))
+                if isinstance(redis, LoopbackCluster) and "acked_by_room" in result:
+                    result["primaries"] = publishes_per_primary(redis, result["acked_by_room"])
+                result["round"] = step.round
+                result["target"] = step.target
+                result["server_processes"] = servers
+                document["runs"].append(result)
+                print(f"[bench]   {headline(result)}", file=sys.stderr, flush=True)
+                redis.flush()
+            if number + 1 < len(plan):
+                time.sleep(2)  # let closed sockets leave the kernel's tables
     except (BenchError, KeyboardInterrupt) as error:
         print(f"wsfleet bench suite: stopped: {error!r}", file=sys.stderr)
         document["error"] = repr(error)
-    finally:
-        redis.stop()
     document["seconds"] = round(time.monotonic() - began, 1)
     document["summary"] = summarize_runs(document["runs"], targets)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -449,6 +362,24 @@ def main(args: argparse.Namespace) -> int:
             report.write("\n" + text)
         print(f"[bench] appended to {args.report}", file=sys.stderr)
     return 1 if "error" in document else 0
+
+
+def publishes_per_primary(
+    cluster: LoopbackCluster, acked_by_room: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Rooms and acked publishes per primary, by where each room's slot lives."""
+    rooms = sorted(acked_by_room)
+    owners = cluster.primary_ports([history_key(room) for room in rooms])
+    shares: dict[int, dict[str, int]] = {
+        node.port: {"port": node.port, "rooms": 0, "publishes": 0}
+        for node in cluster.redis_nodes()
+        if node.role == "primary" and node.port is not None
+    }
+    for room, port in zip(rooms, owners, strict=True):
+        if port is not None and port in shares:
+            shares[port]["rooms"] += 1
+            shares[port]["publishes"] += acked_by_room[room]
+    return [shares[port] for port in sorted(shares)]
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -491,6 +422,8 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] 
         ("p90", "latency p90 (ms)", lambda r: r["latency"]["p90_ms"], "low"),
         ("p99", "latency p99 (ms)", lambda r: r["latency"]["p99_ms"], "low"),
         ("p999", "latency p99.9 (ms)", lambda r: r["latency"]["p99.9_ms"], "low"),
+        ("ack50", "publish to ack p50 (ms)", lambda r: r["ack_latency"]["p50_ms"], "low"),
+        ("ack99", "publish to ack p99 (ms)", lambda r: r["ack_latency"]["p99_ms"], "low"),
         ("lost", "lost", lambda r: r["lost"], "low"),
         ("dup", "duplicated", lambda r: r["duplicated"], "low"),
         ("cpu", "server CPU (cores)", lambda r: r["server_cpu_cores"], "low"),
@@ -500,7 +433,40 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] 
             lambda r: r["deliveries_per_server_cpu_second"],
             "high",
         ),
-        ("redis", "Redis CPU (cores)", lambda r: r["redis_cpu_cores"], "low"),
+        ("redis", "Redis CPU, all nodes (cores)", lambda r: r["redis_cpu_cores"], "low"),
+        (
+            "rpk",
+            "Redis CPU per 1,000 deliveries (ms)",
+            lambda r: r["redis_cpu_ms_per_1000_deliveries"],
+            "low",
+        ),
+        *(
+            (
+                f"share{index}",
+                f"primary {index + 1}: share of the primaries' CPU (%)",
+                lambda r, index=index: _primary_share(r, index),
+                "none",
+            )
+            for index in range(3)
+        ),
+        (
+            "pcpu",
+            "primaries' CPU seconds, max / min",
+            lambda r: r["primaries_cpu_spread"],
+            "low",
+        ),
+        (
+            "pcmd",
+            "primaries' commands processed, max / min",
+            lambda r: r["primaries_commands_spread"],
+            "low",
+        ),
+        (
+            "ppub",
+            "primaries' publishes (rooms' slots), max / min",
+            lambda r: _publish_spread(r),
+            "low",
+        ),
     ],
     "idle": [
         ("opened", "connections opened", lambda r: r["connections"]["opened"], "high"),
@@ -520,6 +486,24 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any], str]]] 
         ("cps", "connects per second", lambda r: r["connects_per_second"], "high"),
     ],
 }
+
+
+def _primary_share(result: dict[str, Any], index: int) -> float | None:
+    """The ``index``-th primary's share (%) of all primaries' CPU time; None if no cluster."""
+    cpu: list[float | None] = [
+        n["cpu_seconds"] for n in result["redis_nodes"] if n["role"] == "primary"
+    ]
+    known = [c for c in cpu if c is not None]
+    if index >= len(cpu) or len(known) < len(cpu) or sum(known) <= 0:
+        return None
+    return round(100 * known[index] / sum(known), 1)
+
+
+def _publish_spread(result: dict[str, Any]) -> float | None:
+    publishes: list[int] = [share["publishes"] for share in result.get("primaries", [])]
+    if len(publishes) < 2 or min(publishes) <= 0:
+        return None
+    return round(max(publishes) / min(publishes), 2)
 
 
 def _median(values: list[Any]) -> Any:
@@ -616,7 +600,8 @@ def markdown(
             lines.append(f"- Not measured: {NAMES[target]} ({reason})")
     if document.get("error"):
         lines.append(f"- **Stopped early**: {document['error']}")
-    peers = [t for t in targets if t != "wsfleet"]
+    peers = [t for t in targets if t in PEERS]
+    clusters = [t for t in targets if t in CLUSTERS]
     sizes = {
         "connect": f"{settings['connect']:,} connections, {settings['servers']} server processes, "
         f"{settings['rounds']} rounds",
@@ -635,6 +620,7 @@ def markdown(
         lines += ["", f"### {scenario}: {sizes[scenario]}", ""]
         header = ["figure", *[NAMES[t] for t in targets if t in table]]
         header += [f"wsfleet / {NAMES[p]}" for p in peers if p in table and "wsfleet" in table]
+        header += [f"{NAMES[c]} / wsfleet" for c in clusters if c in table and "wsfleet" in table]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for key, label, _, _ in figures:
@@ -649,9 +635,45 @@ def markdown(
             for peer in peers:
                 if peer in table and "wsfleet" in table:
                     row.append(_ratio(table["wsfleet"][key]["median"], table[peer][key]["median"]))
+            for cluster in clusters:
+                if cluster in table and "wsfleet" in table:
+                    row.append(
+                        _ratio(table[cluster][key]["median"], table["wsfleet"][key]["median"])
+                    )
+            if all(cell == "-" for cell in row[1:]):
+                continue  # e.g. the primaries' rows in a run without a cluster
             lines.append("| " + " | ".join(row) + " |")
+        if scenario == "fanout" and clusters:
+            lines += ["", *backbone_notes(targets, settings)]
     lines += ["", *targets_verdict(document["summary"]), ""]
     return "\n".join(lines)
+
+
+def backbone_notes(targets: list[str], settings: dict[str, Any]) -> list[str]:
+    """What each fanout column ran on."""
+    single = (
+        "an existing cluster (" + settings["redis_cluster"] + "), not measured"
+        if settings.get("redis_cluster")
+        else "one redis-server"
+    )
+    base = settings["cluster_base_port"]
+    notes = {
+        "wsfleet": f"{single}"
+        + (
+            f", servers with --publish-replicas {settings['publish_replicas']}"
+            if settings.get("publish_replicas")
+            else ""
+        ),
+        "wsfleet-cluster": f"a Redis Cluster of 3 primaries (127.0.0.1:{base}-{base + 2}, "
+        "`redis-cli --cluster create`, slots split evenly), no replicas",
+        "wsfleet-cluster-r1": f"3 primaries and 3 replicas (127.0.0.1:{base}-{base + 5}), "
+        "servers with --publish-replicas 1: a publish is acked after WAIT 1",
+        "ws": "one redis-server",
+        "socketio": "one redis-server",
+    }
+    lines = ["Backbones (a fresh one for every measurement; Redis CPU is summed over every node):"]
+    lines += [f"- {NAMES[t]}: {notes[t]}" for t in targets]
+    return lines
 
 
 def targets_verdict(summary: dict[str, Any]) -> list[str]:
@@ -666,6 +688,21 @@ def targets_verdict(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"- fanout vs Node ws: delivered/s ratio {dps}, deliveries per server CPU second "
             f"ratio {eff} (>= 1 is met), p99 ratio {p99} (<= 1 is met)"
+        )
+    for cluster in [t for t in CLUSTERS if t in fanout and "wsfleet" in fanout]:
+        mine, single = fanout[cluster], fanout["wsfleet"]
+        lines.append(
+            f"- {NAMES[cluster]} vs one Redis: delivered/s ratio "
+            f"{_ratio(mine['dps']['median'], single['dps']['median'])}, Redis CPU per "
+            f"1,000 deliveries {_show(mine['rpk']['median'])} ms vs "
+            f"{_show(single['rpk']['median'])} ms, primaries' CPU max / min "
+            f"{_show(mine['pcpu']['median'])}, commands max / min "
+            f"{_show(mine['pcmd']['median'])}, p50 / p99 "
+            f"{_show(mine['p50']['median'])} / {_show(mine['p99']['median'])} ms vs "
+            f"{_show(single['p50']['median'])} / {_show(single['p99']['median'])} ms, "
+            f"publish to ack p50 / p99 {_show(mine['ack50']['median'])} / "
+            f"{_show(mine['ack99']['median'])} ms vs {_show(single['ack50']['median'])} / "
+            f"{_show(single['ack99']['median'])} ms"
         )
     idle = summary.get("idle", {}).get("wsfleet")
     if idle is not None:

@@ -107,6 +107,9 @@ class Worker:
         self.sent = 0
         self.acked: Counter[str] = Counter()
         self.acked_total = 0
+        # Publish to ack: what a publisher waits (with --publish-replicas, WAIT included).
+        self.ack_latency = LatencyHistogram()
+        self.unanswered: dict[str, float] = {}  # request id -> when it was sent
         self.subscribers: list[WireConnection] = []
         self.publishers: list[Publisher] = []
         self.phase = "idle"
@@ -119,12 +122,16 @@ class Worker:
             room = data.get("room")
             self.acked[room] += 1
             self.acked_total += 1
+            sent = self.unanswered.pop(data.get("id"), None)
+            if sent is not None:
+                self.ack_latency.record(time.perf_counter() - sent)
         elif kind == "welcome":
             connection.welcomed()
         elif kind == "pong":
             self.pongs += 1
         elif kind == "error":
             self.errors[str(data.get("code"))] += 1
+            self.unanswered.pop(data.get("id"), None)
         elif kind == "_close":
             self._closed(data)
 
@@ -325,9 +332,9 @@ class Worker:
                     f'{{"t":{time.time()!r},"p":"{publisher.ident}","s":{number},"x":"{pad}"}}'
                 ).encode()
                 assert publisher.connection is not None
-                publisher.connection.send_text(
-                    dialect.publish(room, content, f"{publisher.ident}.{number}")
-                )
+                request_id = f"{publisher.ident}.{self.sent}"
+                self.unanswered[request_id] = time.perf_counter()
+                publisher.connection.send_text(dialect.publish(room, content, request_id))
                 self.sent += 1
             await asyncio.sleep(0.002)
         # Wait for the acks (or errors) of what was sent.
@@ -385,6 +392,7 @@ class Worker:
             "duplicates": self.duplicates,
             "handshake": self.handshakes.to_json(),
             "latency": self.latency.to_json(),
+            "ack_latency": self.ack_latency.to_json(),
             "unique_by_room": dict(unique_by_room),
             "members_by_room": self.members_by_room(),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
