@@ -15,12 +15,13 @@ PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 
 
-async def run_project_playbook(playbook: str, *inventories: Path) -> PlaybookResult:
+async def run_project_playbook(playbook: str, *inventories: Path, extra_args: tuple[str, ...] = ()) -> PlaybookResult:
     sources = [os.environ["MOLECULE_INVENTORY_FILE"], *map(str, inventories)]
     process = await asyncio.create_subprocess_exec(
         "ansible-playbook",
         *[argument for source in sources for argument in ("-i", source)],
         str(PROJECT / "playbooks" / playbook),
+        *extra_args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},

@@ -4,6 +4,7 @@ password out of the command's arguments on the Redis side of things)."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterable
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from conftest import ADMIN, REDIS_HOSTS, REDIS_PORTS
 
 SLOTS = 16384
+# The flavor's client (molecule.yml: WSFLEET_RC_FLAVOR, redis by default).
+CLI = "/usr/bin/valkey-cli" if os.environ.get("WSFLEET_RC_FLAVOR", "redis") == "valkey" else "/usr/bin/redis-cli"
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def cli_command(*args: str, port: int, user: tuple[str, str] = ADMIN, address: s
     name, password = user
     arguments = " ".join(shlex.quote(str(arg)) for arg in args)
     return (
-        f"REDISCLI_AUTH={shlex.quote(password)} /usr/bin/redis-cli --no-auth-warning "
+        f"REDISCLI_AUTH={shlex.quote(password)} {CLI} --no-auth-warning "
         f"--user {shlex.quote(name)} -h {address} -p {port} {arguments}"
     )
 
