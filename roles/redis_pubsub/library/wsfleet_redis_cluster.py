@@ -4,9 +4,8 @@
 The role computes the layout (which nodes form each shard, and which of them is
 the preferred primary); this module only talks to the nodes, through the
 distribution's own command-line client (redis-cli or valkey-cli), as the
-operators' ACL user. It never moves a slot that is already served, except to
-give a new, empty primary its share (redis-cli's own rebalance); it never
-forgets a node.
+operators' ACL user. It moves slots only to give a shard that holds much less
+than its share a fair one (redis-cli's own rebalance); it never forgets a node.
 """
 
 from __future__ import annotations
@@ -23,8 +22,9 @@ description:
   - C(action=layout) meets every listed node, assigns the 16384 slots evenly to the
     first node of each shard when no slot is assigned yet, makes every other node of
     a shard a replica of that shard's primary (a graceful CLUSTER FAILOVER first when
-    such a node still serves slots), and rebalances slots onto shards whose primary
-    serves none (a shard that was just added). A second run changes nothing.
+    such a node still serves slots), and rebalances slots onto a shard whose primary
+    holds less than 90 % of its fair share (a shard just added, or a rebalance that
+    stopped halfway). A second run changes nothing.
   - C(action=demote) makes C(node) a replica before it is restarted, when it is a
     primary that serves slots, by a graceful CLUSTER FAILOVER on one of its replicas.
   - C(action=wait_ready) waits until C(node) answers, sees the cluster as ok and, as a
