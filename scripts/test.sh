@@ -4,11 +4,13 @@
 # wall time; the run goes on after a failing stage so one report shows every
 # failure, and exits non-zero if any.
 #
-# After the lints, the work runs in two lanes side by side: the background lane
-# runs WSFLEET_BACKGROUND_SCENARIOS in order (default: `cluster`, the longest
-# stage, much of it spent waiting on container boots, SSH round trips and
-# readiness, then `nginx_lb`), the foreground lane everything else in order.
-# Each background scenario's output is shown when the lane ends.
+# After the lints, the work runs in lanes side by side: each background lane
+# runs its scenarios in order, the foreground lane everything else in order.
+# WSFLEET_BACKGROUND_LANES lists the background lanes, separated by ";"
+# (default: `cluster nginx_lb; redis_cluster ws_server`: the two longest
+# scenarios, much of which is spent waiting on container boots, SSH round trips,
+# failovers and readiness, each with a shorter one after it). Each background
+# scenario's output is shown when all lanes end.
 # WSFLEET_TEST_LANES=1 runs it all in one lane, in order.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -38,6 +40,7 @@ stage() { # stage NAME CMD...: run one stage, time it, remember a failure
 # background_lane LOGDIR SCENARIO...: run these scenarios one after the other in
 # the background; each one's output goes to LOGDIR/molecule-SCENARIO.log and its
 # outcome ("ok SECONDS" or "FAILED SECONDS") to the same path plus .status.
+background_pids=()
 background_lane() {
   local logs=$1
   shift
@@ -49,15 +52,15 @@ background_lane() {
       echo "$status $((SECONDS - start))" >"$logs/molecule-$scenario.log.status"
     done
   ) &
-  background_pid=$!
+  background_pids+=($!)
 }
 
-# finish_background_lane LOGDIR SCENARIO...: wait for the lane, show each
+# finish_background_lanes LOGDIR SCENARIO...: wait for every lane, show each
 # scenario's output and count it.
-finish_background_lane() {
-  local logs=$1 scenario status seconds name
+finish_background_lanes() {
+  local logs=$1 scenario status seconds name pid
   shift
-  wait "$background_pid" || true
+  for pid in "${background_pids[@]}"; do wait "$pid" || true; done
   for scenario in "$@"; do
     name="molecule scenario $scenario"
     status=FAILED seconds=?
@@ -107,18 +110,23 @@ if [ "${1:-}" = lint ]; then
 fi
 scenarios=${WSFLEET_SCENARIOS:-$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)}
 background=()
+lanes=()
 if [ "${WSFLEET_TEST_LANES:-2}" -gt 1 ]; then
-  for scenario in ${WSFLEET_BACKGROUND_SCENARIOS:-cluster nginx_lb}; do
-    grep -qx "$scenario" <<<"$scenarios" || continue
-    background+=("$scenario")
-    scenarios=$(grep -vx "$scenario" <<<"$scenarios" || true)
-  done
+  IFS=';' read -ra lanes <<<"${WSFLEET_BACKGROUND_LANES:-cluster nginx_lb; redis_cluster ws_server}"
 fi
 logs=$WSFLEET_ROOT/.cache/test-logs
-if [ ${#background[@]} -gt 0 ]; then
-  rm -rf "$logs" && mkdir -p "$logs"
-  background_lane "$logs" "${background[@]}"
-fi
+rm -rf "$logs" && mkdir -p "$logs"
+for lane in "${lanes[@]}"; do
+  in_lane=()
+  for scenario in $lane; do
+    grep -qx "$scenario" <<<"$scenarios" || continue
+    in_lane+=("$scenario")
+    scenarios=$(grep -vx "$scenario" <<<"$scenarios" || true)
+  done
+  [ ${#in_lane[@]} -gt 0 ] || continue
+  background+=("${in_lane[@]}")
+  background_lane "$logs" "${in_lane[@]}"
+done
 
 stage "playbook syntax" syntax_check
 stage "fast tests" fast_tests
@@ -130,7 +138,7 @@ for scenario in $scenarios; do
   stage "molecule scenario $scenario" scripts/molecule.sh test -s "$scenario"
 done
 if [ ${#background[@]} -gt 0 ]; then
-  finish_background_lane "$logs" "${background[@]}"
+  finish_background_lanes "$logs" "${background[@]}"
 fi
 
 log "stage times (wall, $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s in all):"
