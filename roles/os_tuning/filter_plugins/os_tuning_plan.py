@@ -56,6 +56,17 @@ def os_tuning_parse_live(lines: list[str]) -> dict[str, dict[str, Any]]:
     return live
 
 
+def os_tuning_probe_sections(lines: list[str]) -> dict[str, list[str]]:
+    """Group the "TAG|rest" lines of the role's one-pass probe by tag: {tag: [rest, ...]}."""
+    sections: dict[str, list[str]] = {}
+    for line in lines:
+        tag, separator, rest = line.partition("|")
+        if not separator:
+            raise AnsibleFilterError(f"os_tuning: unexpected line from the probe: {line!r}")
+        sections.setdefault(tag, []).append(rest)
+    return sections
+
+
 def os_tuning_plan(
     wanted: dict[str, Any],
     live: dict[str, dict[str, Any]],
@@ -166,6 +177,7 @@ class FilterModule:
         return {
             "os_tuning_plan": os_tuning_plan,
             "os_tuning_parse_live": os_tuning_parse_live,
+            "os_tuning_probe_sections": os_tuning_probe_sections,
             "os_tuning_sysctl_overrides": os_tuning_sysctl_overrides,
             "os_tuning_nofile_hard": os_tuning_nofile_hard,
         }
