@@ -104,3 +104,20 @@ def test_the_probe_lines_are_grouped_by_question_in_order():
 def test_a_probe_line_without_a_tag_is_an_error():
     with pytest.raises(AnsibleFilterError, match="unexpected line"):
         plugin.os_tuning_probe_sections(["no tag here"])
+
+
+def test_a_later_sysctl_file_setting_a_key_again_is_reported_from_the_probe_lines():
+    lines = [
+        "# /etc/sysctl.d/99-zz-wsfleet.conf",
+        "net.ipv4.tcp_keepalive_time = 60",
+        "",
+        "# /etc/sysctl.d/zz-override.conf",
+        "net.ipv4.tcp_keepalive_time = 7200",
+    ]
+    own, keys = "/etc/sysctl.d/99-zz-wsfleet.conf", ["net.ipv4.tcp_keepalive_time"]
+    notes = plugin.os_tuning_sysctl_overrides(lines, own, keys)
+    assert notes == [
+        "net.ipv4.tcp_keepalive_time is set again by /etc/sysctl.d/zz-override.conf (7200),"
+        " which systemd-sysctl reads after /etc/sysctl.d/99-zz-wsfleet.conf"
+    ]
+    assert plugin.os_tuning_sysctl_overrides("\n".join(lines), own, keys) == notes
