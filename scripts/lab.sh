@@ -149,7 +149,7 @@ playbook() { # playbook FILE [args...]
   # Facts are kept for a day, not ansible.cfg's hour: a lab container's memory,
   # CPUs and addresses do not change while it lives, and `make lab-down` clears
   # them. A no-change `make lab` an hour later then gathers nothing either.
-  ANSIBLE_FACT_CACHING_TIMEOUT=86400 .venv/bin/ansible-playbook -i "$inventory" "$@"
+  ANSIBLE_CACHE_PLUGIN_TIMEOUT=86400 .venv/bin/ansible-playbook -i "$inventory" "$@"
 }
 
 up() {
