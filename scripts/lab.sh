@@ -146,7 +146,10 @@ lab_ssh() { # lab_ssh ADDRESS CMD: a command on a lab host, over the lab's SSH (
 }
 
 playbook() { # playbook FILE [args...]
-  .venv/bin/ansible-playbook -i "$inventory" "$@"
+  # Facts are kept for a day, not ansible.cfg's hour: a lab container's memory,
+  # CPUs and addresses do not change while it lives, and `make lab-down` clears
+  # them. A no-change `make lab` an hour later then gathers nothing either.
+  ANSIBLE_CACHE_PLUGIN_TIMEOUT=86400 .venv/bin/ansible-playbook -i "$inventory" "$@"
 }
 
 up() {

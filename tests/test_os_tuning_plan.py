@@ -82,3 +82,42 @@ def test_a_missing_mandatory_key_is_an_error_naming_it():
 def test_non_numbers_are_refused_for_capacity_keys(bad):
     with pytest.raises(AnsibleFilterError, match=r"net\.core\.somaxconn"):
         plan({"net.core.somaxconn": bad}, {"net.core.somaxconn": ("4096", True)})
+
+
+def test_the_probe_lines_are_grouped_by_question_in_order():
+    lines = [
+        "sysctl|net.core.somaxconn|rw|4096",
+        "config|# /etc/sysctl.d/99-zz-wsfleet.conf",
+        "config|net.core.somaxconn = 4096",
+        "nofile|524288",
+        "nofile|20000",
+        "file|/etc/x.conf|regular file root root 0644 da39a3ee5e6b4b0d3255bfef95601890afd80709",
+    ]
+    sections = plugin.os_tuning_probe_sections(lines)
+    assert sections["sysctl"] == ["net.core.somaxconn|rw|4096"]
+    assert sections["config"] == ["# /etc/sysctl.d/99-zz-wsfleet.conf", "net.core.somaxconn = 4096"]
+    assert sections["nofile"] == ["524288", "20000"]
+    assert sections["file"] == ["/etc/x.conf|regular file root root 0644 da39a3ee5e6b4b0d3255bfef95601890afd80709"]
+    assert "ulimit" not in sections
+
+
+def test_a_probe_line_without_a_tag_is_an_error():
+    with pytest.raises(AnsibleFilterError, match="unexpected line"):
+        plugin.os_tuning_probe_sections(["no tag here"])
+
+
+def test_a_later_sysctl_file_setting_a_key_again_is_reported_from_the_probe_lines():
+    lines = [
+        "# /etc/sysctl.d/99-zz-wsfleet.conf",
+        "net.ipv4.tcp_keepalive_time = 60",
+        "",
+        "# /etc/sysctl.d/zz-override.conf",
+        "net.ipv4.tcp_keepalive_time = 7200",
+    ]
+    own, keys = "/etc/sysctl.d/99-zz-wsfleet.conf", ["net.ipv4.tcp_keepalive_time"]
+    notes = plugin.os_tuning_sysctl_overrides(lines, own, keys)
+    assert notes == [
+        "net.ipv4.tcp_keepalive_time is set again by /etc/sysctl.d/zz-override.conf (7200),"
+        " which systemd-sysctl reads after /etc/sysctl.d/99-zz-wsfleet.conf"
+    ]
+    assert plugin.os_tuning_sysctl_overrides("\n".join(lines), own, keys) == notes

@@ -56,6 +56,17 @@ def os_tuning_parse_live(lines: list[str]) -> dict[str, dict[str, Any]]:
     return live
 
 
+def os_tuning_probe_sections(lines: list[str]) -> dict[str, list[str]]:
+    """Group the "TAG|rest" lines of the role's one-pass probe by tag: {tag: [rest, ...]}."""
+    sections: dict[str, list[str]] = {}
+    for line in lines:
+        tag, separator, rest = line.partition("|")
+        if not separator:
+            raise AnsibleFilterError(f"os_tuning: unexpected line from the probe: {line!r}")
+        sections.setdefault(tag, []).append(rest)
+    return sections
+
+
 def os_tuning_plan(
     wanted: dict[str, Any],
     live: dict[str, dict[str, Any]],
@@ -115,11 +126,11 @@ def os_tuning_plan(
 _CONFIG_HEADER = re.compile(r"^# (/\S+\.conf)$")
 
 
-def os_tuning_sysctl_overrides(cat_config: str, own_file: str, keys: list[str]) -> list[str]:
+def os_tuning_sysctl_overrides(cat_config: str | list[str], own_file: str, keys: list[str]) -> list[str]:
     """Keys of the role that a file read after its own sets again, one note each.
 
-    cat_config is the output of `systemd-analyze cat-config sysctl.d`: each file
-    under a "# /path/name.conf" header. systemd-sysctl reads the files of every
+    cat_config is the output of `systemd-analyze cat-config sysctl.d` (as text,
+    or as its list of lines): each file under a "# /path/name.conf" header. systemd-sysctl reads the files of every
     sysctl.d folder in the order of their names, so a file whose name sorts after
     the role's own wins at boot, wherever it lives.
     """
@@ -127,7 +138,8 @@ def os_tuning_sysctl_overrides(cat_config: str, own_file: str, keys: list[str]) 
     wanted = set(keys)
     notes: list[str] = []
     current: str | None = None
-    for line in cat_config.splitlines():
+    lines = cat_config.splitlines() if isinstance(cat_config, str) else cat_config
+    for line in lines:
         header = _CONFIG_HEADER.match(line.strip())
         if header:
             current = header.group(1)
@@ -166,6 +178,7 @@ class FilterModule:
         return {
             "os_tuning_plan": os_tuning_plan,
             "os_tuning_parse_live": os_tuning_parse_live,
+            "os_tuning_probe_sections": os_tuning_probe_sections,
             "os_tuning_sysctl_overrides": os_tuning_sysctl_overrides,
             "os_tuning_nofile_hard": os_tuning_nofile_hard,
         }
