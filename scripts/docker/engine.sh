@@ -44,7 +44,9 @@ start() {
     runtime_args=(--add-runtime "capfilter=$WSFLEET_ROOT/scripts/docker/runc-capfilter" --default-runtime capfilter)
   fi
   log "starting dockerd (log: $logfile)"
-  as_root bash -c 'nohup dockerd --pidfile "$1" "${@:3}" >"$2" 2>&1 &' _ "$pidfile" "$logfile" "${runtime_args[@]}"
+  # In a session of its own: the lab outlives the command that started it, so its
+  # engine must not die with that command's terminal or process group.
+  as_root bash -c 'setsid nohup dockerd --pidfile "$1" "${@:3}" >"$2" 2>&1 </dev/null &' _ "$pidfile" "$logfile" "${runtime_args[@]}"
   local deadline=$((SECONDS + 60))
   until engine_answers; do
     [ $SECONDS -lt $deadline ] || { tail -n 20 "$logfile" >&2; die "dockerd did not answer within 60 s"; }
