@@ -37,6 +37,13 @@ stage() { # stage NAME CMD...: run one stage, time it, remember a failure
   fi
 }
 
+# run_scenario NAME: one Molecule scenario, stopped (and failed) after
+# WSFLEET_SCENARIO_TIMEOUT seconds (default 2400): a test that hangs must fail
+# its stage, not use up CI's time limit. The next run's destroy step cleans up.
+run_scenario() {
+  timeout --kill-after=60 "${WSFLEET_SCENARIO_TIMEOUT:-2400}" scripts/molecule.sh test -s "$1"
+}
+
 # background_lane LOGDIR SCENARIO...: run these scenarios one after the other in
 # the background; each one's output goes to LOGDIR/molecule-SCENARIO.log and its
 # outcome ("ok SECONDS" or "FAILED SECONDS") to the same path plus .status.
@@ -48,7 +55,7 @@ background_lane() {
   (
     for scenario in "$@"; do
       start=$SECONDS
-      if scripts/molecule.sh test -s "$scenario" >"$logs/molecule-$scenario.log" 2>&1; then status=ok; else status=FAILED; fi
+      if run_scenario "$scenario" >"$logs/molecule-$scenario.log" 2>&1; then status=ok; else status=FAILED; fi
       echo "$status $((SECONDS - start))" >"$logs/molecule-$scenario.log.status"
     done
   ) &
@@ -135,7 +142,7 @@ stage "fast tests" fast_tests
 stage "server suite on the lowest websockets" server/tests/run-websockets-range.sh lowest
 
 for scenario in $scenarios; do
-  stage "molecule scenario $scenario" scripts/molecule.sh test -s "$scenario"
+  stage "molecule scenario $scenario" run_scenario "$scenario"
 done
 if [ ${#background[@]} -gt 0 ]; then
   finish_background_lanes "$logs" "${background[@]}"

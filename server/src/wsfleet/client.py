@@ -151,12 +151,19 @@ class Client:
                 request_id = f"p{next(self._ids)}"
                 waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
                 self._pending[request_id] = waiter
+                connection = self._connection
                 try:
                     await self._send(
                         {"type": "message", "room": room, "content": content, "id": request_id}
                     )
                 except ConnectionClosed:
                     self._pending.pop(request_id, None)
+                    # The connection closed before the connection loop has seen it
+                    # (a failed send does not yield): wait for the next one rather
+                    # than retry at once, which would spin without ever letting the
+                    # loop (or this call's own timeout) run.
+                    if self._connection is connection:
+                        self._connected.clear()
                     continue
                 try:
                     return await waiter
