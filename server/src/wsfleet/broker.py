@@ -96,6 +96,12 @@ def jittered_backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> floa
     return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
 
 
+# What redis-py lets through when a connection dies under it: OSError from the
+# socket, and RuntimeError from uvloop when redis-py writes to a transport that
+# has just closed (seen on a join while Redis killed the client's connection).
+TRANSPORT_FAILURES = (OSError, RuntimeError)
+
+
 class BrokerUnavailable(Exception):
     """Redis did not answer: nothing was stored or delivered; the caller may retry."""
 
@@ -371,6 +377,8 @@ class RedisBroker:
                 if attempt + 1 == PUBLISH_ATTEMPTS or not isinstance(exc, RedisConnectionError):
                     raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
                 continue
+            except TRANSPORT_FAILURES as exc:
+                raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
             return offset.decode() if isinstance(offset, bytes) else str(offset)
         raise AssertionError("unreachable")
 
@@ -393,7 +401,7 @@ class RedisBroker:
         keys, args = join_call(room, since, epoch, self._history_ttl_ms, self._history_size)
         try:
             reply = await self._join_script(keys=keys, args=args)
-        except RedisError as exc:
+        except (RedisError, *TRANSPORT_FAILURES) as exc:
             raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
         return join_state_of(room, reply)
 
