@@ -43,3 +43,22 @@ def failures(result: PlaybookResult) -> str:
             shown.extend(lines[max(0, index - 2) : index + 25])
     recap = result.output[result.output.rfind("PLAY RECAP") :] if "PLAY RECAP" in result.output else result.output[-3000:]
     return "\n".join(shown)[-8000:] + "\n" + recap
+
+
+async def run_under_stream(stream, playbook: str, *inventories: Path, settle: float = 3) -> tuple[PlaybookResult, float, dict]:
+    """Start ``stream``, run a project playbook while it flows (a failing listener or
+    publisher fails at once), let it flow ``settle`` s more, and return the
+    playbook's result, its wall time and the stream's figures."""
+    try:
+        await stream.start()
+        await stream.flow(3)
+        started = time.monotonic()
+        running = asyncio.create_task(run_project_playbook(playbook, *inventories))
+        while not running.done():
+            stream.raise_failures()
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - started
+        await stream.flow(settle)
+        return running.result(), seconds, await stream.finish()
+    finally:
+        await stream.abort()

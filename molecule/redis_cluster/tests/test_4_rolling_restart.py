@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
-from ansible_run import failures, run_project_playbook
+from ansible_run import failures, run_under_stream
 from conftest import REDIS_PORTS
 from redis_nodes import wait_until_healthy
 from traffic import Stream, assert_exact, rooms_on_every_shard
@@ -24,28 +23,11 @@ def main_pids(machine) -> dict[str, str]:
     }
 
 
-async def restart_under_traffic(machine):
-    stream = Stream(rooms_on_every_shard(machine, "rolling"))
-    try:
-        await stream.start()
-        await stream.flow(3)
-        started = time.monotonic()
-        playbook = asyncio.create_task(run_project_playbook("redis-rolling-restart.yml"))
-        while not playbook.done():
-            stream.raise_failures()
-            await asyncio.sleep(0.2)
-        result = playbook.result()
-        seconds = time.monotonic() - started
-        await stream.flow(2)
-        return result, seconds, await stream.finish()
-    finally:
-        await stream.abort()
-
-
 def test_rolling_restart_of_every_redis_node_loses_nothing(machine):
     wait_until_healthy(machine, 3)
     before = main_pids(machine)
-    result, seconds, figures = asyncio.run(restart_under_traffic(machine))
+    stream = Stream(rooms_on_every_shard(machine, "rolling"))
+    result, seconds, figures = asyncio.run(run_under_stream(stream, "redis-rolling-restart.yml", settle=2))
     assert result.returncode == 0, failures(result)
     after = main_pids(machine)
     print(f"\nredis-rolling-restart.yml: {seconds:.0f} s; stream: {figures}", file=sys.stderr)

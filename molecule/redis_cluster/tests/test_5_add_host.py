@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
-from ansible_run import SCENARIO, failures, run_project_playbook
+from ansible_run import SCENARIO, failures, run_project_playbook, run_under_stream
 from redis_nodes import SLOTS, owner, wait_until_healthy
 from traffic import Stream, assert_exact, room_slot, rooms_on_every_shard
 
@@ -17,26 +16,9 @@ EXTRA_INVENTORY = SCENARIO / "inventory" / "hosts.yml"
 NEW_HOST = "rc-redis4"
 
 
-async def add_host_under_traffic(machine):
-    stream = Stream(rooms_on_every_shard(machine, "grow"))
-    try:
-        await stream.start()
-        await stream.flow(3)
-        started = time.monotonic()
-        playbook = asyncio.create_task(run_project_playbook("site.yml", EXTRA_INVENTORY))
-        while not playbook.done():
-            stream.raise_failures()
-            await asyncio.sleep(0.2)
-        result = playbook.result()
-        seconds = time.monotonic() - started
-        await stream.flow(3)
-        return stream, result, seconds, await stream.finish()
-    finally:
-        await stream.abort()
-
-
 def test_a_fourth_host_joins_and_takes_its_share_under_traffic(machine):
-    stream, result, seconds, figures = asyncio.run(add_host_under_traffic(machine))
+    stream = Stream(rooms_on_every_shard(machine, "grow"))
+    result, seconds, figures = asyncio.run(run_under_stream(stream, "site.yml", EXTRA_INVENTORY))
     assert result.returncode == 0, failures(result)
     nodes = wait_until_healthy(machine, 4)
     primaries = {node.name: node.slot_count for node in nodes if node.is_primary}
