@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import random
 import secrets
@@ -40,8 +41,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from wsfleet.batching import Batcher
 from wsfleet.logs import log_event
 from wsfleet.protocol import message_frame
 
@@ -80,6 +82,14 @@ def publish_key(room: str, token: str) -> str:
 PUBLISH_TOKEN_TTL_MS = 30_000
 # Attempts of one publish call over broken connections (each may be retried by the pool).
 PUBLISH_ATTEMPTS = 2
+
+# Publish batches in flight at once per instance (see wsfleet.batching), and the
+# most publish calls one pipeline carries.
+PUBLISH_LANES = 2
+PUBLISH_BATCH = 256
+
+# Keys and arguments of one call of the publish script (see publish_call).
+PublishCall = tuple[list[str], list[bytes | str | int]]
 
 
 def channel_name(room: str) -> bytes:
@@ -295,7 +305,18 @@ class RedisBroker:
             redis_url, max_connections=100, timeout=5.0, **pool_options
         )
         self._redis = Redis(connection_pool=self._pool)
-        self._publish_script = self._redis.register_script(load_script("publish.lua"))
+        self._publish_source = load_script("publish.lua")
+        # Redis names a script by its SHA-1 (EVALSHA): an identifier, not security.
+        self._publish_sha = hashlib.sha1(
+            self._publish_source.encode(), usedforsecurity=False
+        ).hexdigest()
+        # Publishes that arrive while others are on their way go to Redis together,
+        # as one pipeline on one connection (see wsfleet.batching).
+        self._publishes: Batcher[PublishCall] = Batcher(
+            self._send_publishes,
+            lanes=PUBLISH_LANES,
+            max_batch=PUBLISH_BATCH,
+        )
         self._join_script = self._redis.register_script(load_script("join.lua"))
         self._publish_replicas = publish_replicas
         self._wait_timeout_ms = max(1, round(publish_replicas_timeout * 1000))
@@ -343,6 +364,7 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._publishes.close()
         self._fail_waiters(BrokerUnavailable("broker closed"))
         if self._subscriber is not None:
             await self._subscriber.disconnect()
@@ -357,40 +379,74 @@ class RedisBroker:
         """Store a message in the room's history and publish it; return its offset.
 
         Raises :class:`BrokerUnavailable` when Redis is known to be down or fails to
-        answer. Each call carries a fresh token that the script records with the
-        offset (``lua/publish.lua``): a retry of the same call after a lost reply
-        (the pool retries once on a broken connection, and so does this method)
-        returns the stored offset instead of storing the message again.
+        answer. Calls of one loop iteration (or made while a batch is on its way)
+        travel together, as one pipeline. Each call carries a fresh token that
+        the script records with the offset (``lua/publish.lua``): a retry of the
+        same call after a lost reply (the pool retries once on a broken connection,
+        and so does :meth:`_send_publishes`) returns the stored offset instead of
+        storing the message again.
         """
         if not self.up:
             raise BrokerUnavailable("redis is unavailable")
-        keys, args = publish_call(
+        call = publish_call(
             room, sender_json, content_json, self._history_size, self._history_ttl_ms
         )
+        try:
+            offset = await self._publishes.submit(call)
+        except RuntimeError as exc:  # the broker closed meanwhile
+            raise BrokerUnavailable("broker closed") from exc
+        assert isinstance(offset, str)
+        return offset
+
+    async def _send_publishes(self, calls: list[PublishCall]) -> list[object]:
+        """One batch of publish calls as one pipeline; each call's offset or error."""
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                if self._publish_replicas:
-                    offset = await self._publish_and_wait(keys, args)
-                else:
-                    offset = await self._publish_script(keys=keys, args=args)
+                return await self._pipeline_publishes(calls)
             except RedisError as exc:
                 if attempt + 1 == PUBLISH_ATTEMPTS or not isinstance(exc, RedisConnectionError):
                     raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-                continue
             except TRANSPORT_FAILURES as exc:
                 raise BrokerUnavailable(f"redis error: {type(exc).__name__}") from exc
-            return offset.decode() if isinstance(offset, bytes) else str(offset)
         raise AssertionError("unreachable")
 
-    async def _publish_and_wait(self, keys: list[str], args: list[bytes | str | int]) -> Any:
-        """The publish script, then WAIT on the same connection (one pipeline)."""
+    async def _pipeline_publishes(
+        self, calls: list[PublishCall], *, script_loaded: bool = False
+    ) -> list[object]:
+        """EVALSHA per call (and a WAIT after them all) in one pipeline.
+
+        With ``publish_replicas`` the ``WAIT`` on the same connection covers every
+        script call of the batch. A Redis that lost its scripts (a restart)
+        answers NOSCRIPT without running anything: the script is loaded and the
+        batch sent again.
+        """
         async with self._redis.pipeline(transaction=False) as pipe:
-            await self._publish_script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", self._publish_replicas, self._wait_timeout_ms)
-            offset, replicas = await pipe.execute()
-        if int(replicas) < self._publish_replicas:
-            raise NotReplicated(f"WAIT confirmed {replicas} of {self._publish_replicas} replicas")
-        return offset
+            for keys, args in calls:
+                pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
+            if self._publish_replicas:
+                pipe.execute_command("WAIT", self._publish_replicas, self._wait_timeout_ms)
+            replies = await pipe.execute(raise_on_error=False)
+        if not script_loaded and any(isinstance(reply, NoScriptError) for reply in replies):
+            await self._redis.script_load(self._publish_source)
+            return await self._pipeline_publishes(calls, script_loaded=True)
+        shortfall: BrokerUnavailable | None = None
+        if self._publish_replicas:
+            replicas = replies.pop()
+            if isinstance(replicas, Exception):
+                shortfall = BrokerUnavailable(f"redis error: {type(replicas).__name__}")
+            elif int(replicas) < self._publish_replicas:
+                shortfall = NotReplicated(
+                    f"WAIT confirmed {replicas} of {self._publish_replicas} replicas"
+                )
+        outcomes: list[object] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                outcomes.append(BrokerUnavailable(f"redis error: {type(reply).__name__}"))
+            elif shortfall is not None:
+                outcomes.append(shortfall)
+            else:
+                outcomes.append(reply.decode() if isinstance(reply, bytes) else str(reply))
+        return outcomes
 
     async def join_state(self, room: str, since: str | None, epoch: str | None) -> JoinState:
         """Epoch, latest offset and (when resumable) the messages after ``since``."""

@@ -61,6 +61,7 @@ class Settings:
     rate_burst: int = 100
     queue_bytes: int = 1024 * 1024
     queue_messages: int = 1000
+    publish_queue: int = 1024
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     compression: bool = False
@@ -318,6 +319,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_burst", _integer(1), "inbound burst size (default 100)"),
     Option("queue_bytes", _integer(1024), "outbound queue limit in bytes (default 1 MiB)"),
     Option("queue_messages", _integer(1), "outbound queue limit in messages (default 1000)"),
+    Option(
+        "publish_queue",
+        _integer(1),
+        "publishes of this instance waiting for Redis beyond which new ones are "
+        "refused with `unavailable` (overload shedding; default 1024)",
+    ),
     Option("ping_interval", _number(0, strictly_above=True), "seconds between pings (20)"),
     Option("ping_timeout", _number(0, strictly_above=True), "seconds to wait for a pong (20)"),
     Option("compression", _boolean, "enable permessage-deflate (default off: ~50 KiB/conn)"),

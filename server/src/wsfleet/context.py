@@ -11,7 +11,11 @@ from wsfleet.hub import Hub
 from wsfleet.metrics import Metrics
 from wsfleet.protocol import Limits
 
-__all__ = ["ServerContext"]
+__all__ = ["OVERLOADED_MESSAGE", "ServerContext"]
+
+OVERLOADED_MESSAGE = (
+    "this instance is overloaded: the message was not stored or delivered; retry later"
+)
 
 
 @dataclass(eq=False)
@@ -32,6 +36,18 @@ class ServerContext:
     @property
     def instance_id(self) -> str:
         return self.settings.instance_id
+
+    def publish_admitted(self) -> bool:
+        """False (and counted) when ``--publish-queue`` publishes wait for Redis already.
+
+        Refusing at once is how an overloaded instance sheds publishes: the client
+        hears `unavailable` and may retry later, instead of every publish waiting
+        behind a queue that grows as long as the overload lasts.
+        """
+        if self.publishes_in_flight < self.settings.publish_queue:
+            return True
+        self.metrics.publishes_shed.inc()
+        return False
 
     def publish_started(self) -> None:
         self.publishes_in_flight += 1

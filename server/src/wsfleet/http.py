@@ -23,7 +23,7 @@ from wsfleet import codec
 from wsfleet.auth import AuthError, check_api_key, origin_allowed, verify_token
 from wsfleet.broker import BrokerUnavailable, NotReplicated
 from wsfleet.connection import FleetConnection, RequestAnswer
-from wsfleet.context import ServerContext
+from wsfleet.context import OVERLOADED_MESSAGE, ServerContext
 from wsfleet.logs import log_event
 from wsfleet.metrics import CONTENT_TYPE_LATEST
 from wsfleet.protocol import ProtocolError, validate_publish_body
@@ -165,6 +165,13 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
                 headers={"Retry-After": retry_after},
             )
         metrics.inbound["message"].inc()
+        if not context.publish_admitted():
+            return respond(
+                connection,
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                {"error": "unavailable", "message": OVERLOADED_MESSAGE},
+                headers={"Retry-After": "1"},
+            )
         context.publish_started()
         try:
             offset = await context.broker.publish(command.room, b'"api"', command.content_json)

@@ -86,6 +86,12 @@ class Metrics:
             "Connections closed with 4008 because their outbound queue overflowed",
             registry=self.registry,
         )
+        self.publishes_shed = Counter(
+            "ws_publishes_shed",
+            "Publishes refused with `unavailable` because --publish-queue publishes of "
+            "this instance were already waiting for Redis (overload)",
+            registry=self.registry,
+        )
         # Only codes the server itself chose (a client picks any code it likes for
         # its own closes, which would make the label set unbounded).
         self.server_closes = Counter(

@@ -23,7 +23,7 @@ from websockets.http11 import Request
 from wsfleet import codec
 from wsfleet.broker import BrokerUnavailable, NotReplicated
 from wsfleet.connection import CloseCode, FleetConnection, RequestAnswer
-from wsfleet.context import ServerContext
+from wsfleet.context import OVERLOADED_MESSAGE, ServerContext
 from wsfleet.logs import log_event
 from wsfleet.protocol import (
     ErrorCode,
@@ -247,6 +247,13 @@ async def handle_publish(
         raise ProtocolError(
             ErrorCode.UNAVAILABLE,
             "this instance is shutting down; retry after reconnecting",
+            publish.request_id,
+            publish.room,
+        )
+    if not context.publish_admitted():
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE,
+            OVERLOADED_MESSAGE,
             publish.request_id,
             publish.room,
         )
