@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wsfleet.protocol import offset_key
 
 from conftest import (
     Launcher,
@@ -27,6 +26,7 @@ from conftest import (
     recv_type,
     unique_room,
 )
+from wsfleet.protocol import offset_key
 
 QUEUE = 6
 PUBLISHERS = 20

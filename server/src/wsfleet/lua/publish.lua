@@ -37,8 +37,10 @@ if size > 0 and ttl > 0 then
   end
   redis.call('PEXPIRE', KEYS[1], ttl)
   -- A lost history (restart, flush, expiry) loses this key too: a new life, a new epoch.
-  redis.call('SET', KEYS[2], ARGV[7], 'NX', 'PX', ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  -- (One command when the epoch exists, as it does for every publish but a life's first.)
+  if redis.call('PEXPIRE', KEYS[2], ttl) == 0 then
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ttl)
+  end
 else
   -- Without history an empty stream still hands out ordered offsets.
   offset = redis.call('XADD', KEYS[1], 'MAXLEN', 0, '*', 'f', '', 'c', '')
