@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,7 @@ from conftest import (
     publish,
     recv_type,
     unique_room,
+    wait_until_async,
 )
 from wsfleet.protocol import offset_key
 
@@ -128,5 +131,70 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
     assert offsets == sorted(set(offsets)), "in offset order, none twice"
     assert server.metric("ws_publishes_shed_total") == refused
 
+    for connection in (member, *publishers):
+        await connection.close()
+
+
+async def test_a_lagging_event_loop_sheds_publishes_until_it_catches_up(
+    launch: Launcher, private_redis: RedisProcess
+) -> None:
+    """``--shed-lag``: a stalled instance (SIGSTOP, as a CPU-starved one) refuses
+    publishes while its loop lag stays above the bound, then acks again; only what
+    was acked is delivered, once and in order."""
+    server = launch(
+        "--shed-lag", "0.05", "--rate-limit", "2000", "--rate-burst", "2000", redis=private_redis
+    )
+    room = unique_room("lag")
+    member, _ = await connect(server.url)
+    await join(member, room)
+    publishers = [(await connect(server.url))[0] for _ in range(10)]
+    acked: list[str] = []
+    refused = 0
+
+    async def publish_for(connection: Any, index: int, seconds: float) -> None:
+        nonlocal refused
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        count = 0
+        while loop.time() < deadline:
+            content = f"p{index}-{count}"
+            reply = await publish(connection, room, content, content)
+            if reply["type"] == "ack":
+                acked.append(content)
+            else:
+                assert reply["code"] == "unavailable" and "overloaded" in reply["message"], reply
+                refused += 1
+            count += 1
+            await asyncio.sleep(0.01)
+
+    for _ in range(3):
+        assert server.metric("ws_event_loop_lag_seconds") < 0.05
+        server.signal(signal.SIGSTOP)
+        await asyncio.sleep(1.5)
+        server.signal(signal.SIGCONT)
+        shed_before = refused
+        await asyncio.gather(
+            *(publish_for(connection, index, 1.0) for index, connection in enumerate(publishers))
+        )
+        assert refused > shed_before, "publishes right after the stall were refused"
+        await wait_until_async(
+            lambda: server.metric("ws_event_loop_lag_seconds") < 0.05, "the lag to fall"
+        )
+        # Caught up: publishes are acked again.
+        assert (await publish(publishers[0], room, "after", f"after-{refused}"))["type"] == "ack"
+        acked.append("after")
+
+    assert (await publish(publishers[0], room, "end", "end"))["type"] == "ack"
+    received: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    while True:
+        frame = await recv_type(member, "message")
+        offsets.append(offset_key(frame["offset"]))
+        if frame["content"] == "end":
+            break
+        received.append(frame["content"])
+    assert sorted(received) == sorted(acked), "every acked message once, no refused one"
+    assert offsets == sorted(set(offsets)), "in offset order, none twice"
+    assert server.metric("ws_publishes_shed_total") == refused
     for connection in (member, *publishers):
         await connection.close()

@@ -62,6 +62,7 @@ class Settings:
     queue_bytes: int = 1024 * 1024
     queue_messages: int = 1000
     publish_queue: int = 1024
+    shed_lag: float = 0.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     compression: bool = False
@@ -324,6 +325,12 @@ OPTIONS: tuple[Option, ...] = (
         _integer(1),
         "publishes of this instance waiting for Redis beyond which new ones are "
         "refused with `unavailable` (overload shedding; default 1024)",
+    ),
+    Option(
+        "shed_lag",
+        _number(0),
+        "seconds of event-loop lag (smoothed) above which publishes are refused with "
+        "`unavailable` until it falls (overload shedding; default 0: off)",
     ),
     Option("ping_interval", _number(0, strictly_above=True), "seconds between pings (20)"),
     Option("ping_timeout", _number(0, strictly_above=True), "seconds to wait for a pong (20)"),

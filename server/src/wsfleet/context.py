@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from wsfleet.broker import Broker
 from wsfleet.config import Settings
 from wsfleet.hub import Hub
+from wsfleet.looplag import LoopLag
 from wsfleet.metrics import Metrics
 from wsfleet.protocol import Limits
 
@@ -32,19 +33,25 @@ class ServerContext:
     # Publishes sent to Redis but not yet acknowledged; the drain waits for them.
     publishes_in_flight: int = 0
     publishes_settled: asyncio.Event = field(default_factory=asyncio.Event)
+    loop_lag: LoopLag = field(default_factory=LoopLag)
 
     @property
     def instance_id(self) -> str:
         return self.settings.instance_id
 
     def publish_admitted(self) -> bool:
-        """False (and counted) when ``--publish-queue`` publishes wait for Redis already.
+        """False (and counted) when ``--publish-queue`` publishes wait for Redis already,
+        or, with ``--shed-lag``, while the event loop lags more than that.
 
         Refusing at once is how an overloaded instance sheds publishes: the client
         hears `unavailable` and may retry later, instead of every publish waiting
-        behind a queue that grows as long as the overload lasts.
+        behind a queue that grows as long as the overload lasts. A refusal costs a
+        small fraction of what the fanout of an admitted message costs.
         """
-        if self.publishes_in_flight < self.settings.publish_queue:
+        shed_lag = self.settings.shed_lag
+        if self.publishes_in_flight < self.settings.publish_queue and (
+            not shed_lag or self.loop_lag.seconds <= shed_lag
+        ):
             return True
         self.metrics.publishes_shed.inc()
         return False

@@ -92,6 +92,12 @@ class Metrics:
             "this instance were already waiting for Redis (overload)",
             registry=self.registry,
         )
+        self.event_loop_lag = Gauge(
+            "ws_event_loop_lag_seconds",
+            "How late the event loop runs its timers (smoothed): above --shed-lag, "
+            "publishes are refused as overloaded",
+            registry=self.registry,
+        )
         # Only codes the server itself chose (a client picks any code it likes for
         # its own closes, which would make the label set unbounded).
         self.server_closes = Counter(

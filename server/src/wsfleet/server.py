@@ -104,6 +104,8 @@ async def run_server(settings: Settings) -> int:
     )
     registry = ConnectionRegistry(policy, Session(context, make_request_handler(context)))
 
+    metrics.event_loop_lag.set_function(lambda: context.loop_lag.seconds)
+    context.loop_lag.start()
     await broker.start()
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(
@@ -126,4 +128,5 @@ async def run_server(settings: Settings) -> int:
     drainer.install_signal_handlers()
     await drainer.finished.wait()
     await keepalive.stop()
+    context.loop_lag.stop()
     return 0
