@@ -640,7 +640,7 @@ def markdown(
                     row.append(
                         _ratio(table[cluster][key]["median"], table["wsfleet"][key]["median"])
                     )
-            if all(cell == "-" for cell in row[1:]):
+            if all(table[t][key]["median"] is None for t in targets if t in table):
                 continue  # e.g. the primaries' rows in a run without a cluster
             lines.append("| " + " | ".join(row) + " |")
         if scenario == "fanout" and clusters:
