@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import websockets
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
@@ -20,6 +21,7 @@ from wsfleet.connection import (
     FleetConnection,
     RequestAnswer,
     TokenBucket,
+    _content_length,
     text_frame,
 )
 
@@ -197,3 +199,77 @@ def test_text_frame_matches_websockets_framing(size: int) -> None:
     payload = b"x" * size
     expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
     assert text_frame(payload) == expected
+
+
+class GreetingHandler(EchoHandler):
+    """Sends a greeting on opening, framed by the caller (as the welcome is) or not."""
+
+    def __init__(self, framed: bool) -> None:
+        super().__init__()
+        self.framed = framed
+
+    def opened(self, connection: FleetConnection) -> None:
+        super().opened(connection)
+        if self.framed:
+            connection.send_framed(b"greeting", text_frame(b"greeting"))
+        else:
+            connection.send_frame(b"greeting")
+
+
+@pytest.mark.parametrize("framed", [True, False])
+async def test_what_opened_sends_follows_the_101_in_order(framed: bool) -> None:
+    # The 101 waits for what the handler sends on opening; both leave together,
+    # the 101 first, whichever way the handler sends.
+    handler = GreetingHandler(framed)
+    registry = ConnectionRegistry(ConnectionPolicy(max_size=4096), handler)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: FleetConnection(registry), "127.0.0.1", 0
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await _raw_upgrade(port, _masked(Opcode.TEXT, b"early"))
+        assert await reader.readexactly(10) == text_frame(b"greeting")
+        assert await reader.readexactly(7) == text_frame(b"early")
+        writer.close()
+    finally:
+        server.close()
+        for connection in list(registry.connections):
+            connection.abort()
+
+
+async def test_a_compressed_connection_gets_its_greeting_and_echoes() -> None:
+    handler = GreetingHandler(framed=True)
+    policy = ConnectionPolicy(max_size=4096, extensions=[ServerPerMessageDeflateFactory()])
+    registry = ConnectionRegistry(policy, handler)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: FleetConnection(registry), "127.0.0.1", 0
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            assert await client.recv() == "greeting"
+            await client.send("hello " * 50)
+            assert await client.recv() == "hello " * 50
+        (connection,) = handler.open
+        assert connection.compressed
+    finally:
+        server.close()
+        for connection in list(registry.connections):
+            connection.abort()
+
+
+@pytest.mark.parametrize(
+    ("head", "length"),
+    [
+        (b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 12", 12),
+        (b"POST /api/publish HTTP/1.1\r\ncOnTeNt-LeNgTh \t: 7\r\nHost: x", 7),
+        (b"POST /api/publish HTTP/1.1\r\nHost: x\r\n Content-Length\x0b:3", 3),
+        (b"POST /api/publish HTTP/1.1\r\nContent-Length: 0", None),
+        (b"POST /api/publish HTTP/1.1\r\nContent-Length: x", None),
+        (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket", None),
+        (b"GET /content-length:5 HTTP/1.1\r\nHost: x", None),
+        (b"GET /ws HTTP/1.1\r\nX-Content-Length: 5", None),
+    ],
+)
+def test_content_length_of_a_request_head(head: bytes, length: int | None) -> None:
+    assert _content_length(head) == length

@@ -48,6 +48,7 @@ async def test_metrics_have_protocol_names_and_count_real_traffic(
     outbound_before = server.metric("ws_messages_total", 'direction="outbound",type="message"')
     fanout_before = server.metric("ws_fanout_latency_seconds_count")
     duration_before = server.metric("ws_message_duration_seconds_count")
+    welcome_before = server.metric("ws_messages_total", 'direction="outbound",type="welcome"')
     room = unique_room("metrics")
     connections = [(await connect(server.url))[0] for _ in range(3)]
     for connection in connections:
@@ -55,6 +56,12 @@ async def test_metrics_have_protocol_names_and_count_real_traffic(
     assert server.metric("ws_connected_clients") >= 3
     assert server.metric("ws_local_rooms") >= 1
     publisher, _ = await connect(server.url)
+    # (Welcomes are counted as a plain integer and added to the counter at each scrape.)
+    assert (
+        server.metric("ws_messages_total", 'direction="outbound",type="welcome"')
+        == welcome_before + 4
+    )
+    assert server.metric("ws_connected_clients") >= 4
     for n in range(4):
         await publish(publisher, room, n, str(n))
     for connection in connections:

@@ -40,6 +40,7 @@ import asyncio
 import collections
 import logging
 import random
+import re
 import secrets
 import struct
 import time
@@ -192,6 +193,15 @@ MAX_HEAD = 64 * 1024
 
 _background_tasks: set[asyncio.Task[None]] = set()
 
+# The logger websockets would look up for every ServerProtocol (two per connection);
+# passed in (the documented ``logger`` argument) so it is looked up once.
+_WEBSOCKETS_LOGGER = logging.getLogger("websockets.server")
+
+# Every header line that _content_length's loop would take for a Content-Length
+# (name stripped of whitespace, ASCII case ignored) matches this: one search in C
+# settles the usual request, which has none, without splitting its lines.
+_CONTENT_LENGTH = re.compile(rb"\r\n\s*content-length\s*:", re.IGNORECASE)
+
 
 def _spawn(coroutine: Awaitable[None]) -> None:
     task = asyncio.ensure_future(coroutine)
@@ -242,7 +252,9 @@ class FleetConnection(asyncio.Protocol):
     def __init__(self, registry: ConnectionRegistry) -> None:
         policy = registry.policy
         self.registry = registry
-        self.protocol = ServerProtocol(extensions=policy.extensions, max_size=policy.max_size)
+        self.protocol = ServerProtocol(
+            extensions=policy.extensions, max_size=policy.max_size, logger=_WEBSOCKETS_LOGGER
+        )
         self.conn_id = secrets.token_urlsafe(9)
         self.identity: Identity | None = None
         self.expiry: asyncio.TimerHandle | None = None  # closes it when its token expires
@@ -764,10 +776,15 @@ class FleetConnection(asyncio.Protocol):
         if response is None:
             response = protocol.accept(request)
         protocol.send_response(response)
-        self.send_data()
         if protocol.state is not _OPEN:
+            self.send_data()
             self._head = None
             return  # a plain HTTP response or a refused handshake: the stream ends
+        # The 101 waits in ``pending`` for what the handler sends on opening (the
+        # welcome frame, through send_framed): both leave in one write, one system
+        # call fewer per connection. (Anything sent through the protocol meanwhile
+        # calls send_data, which writes ``pending`` first, so the order holds.)
+        self.pending = protocol.data_to_send() or None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -775,10 +792,14 @@ class FleetConnection(asyncio.Protocol):
             self.compressed = True
         else:
             # The open connection gets a protocol of its own, without the request.
-            policy = self.registry.policy
-            self.protocol = ServerProtocol(state=_OPEN, max_size=policy.max_size)
+            self.protocol = ServerProtocol(
+                state=_OPEN, max_size=self.registry.policy.max_size, logger=_WEBSOCKETS_LOGGER
+            )
         self.opened_at = time.monotonic()
-        self.registry.handler.opened(self)
+        try:
+            self.registry.handler.opened(self)
+        finally:
+            self.write_pending()
         ahead, self._head = self._head, None
         if ahead and not self.lost:
             self.data_received(ahead)
@@ -829,6 +850,8 @@ class TokenBucket:
 
 def _content_length(head: bytes) -> int | None:
     """The Content-Length of a request head, when it has a non-zero one."""
+    if _CONTENT_LENGTH.search(head) is None:
+        return None
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":

@@ -92,7 +92,11 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
             return refuse(
                 connection, "capacity", http.HTTPStatus.SERVICE_UNAVAILABLE, "at connection limit"
             )
-        if not origin_allowed(request.headers.get("Origin"), settings.allowed_origins):
+        # (headers.get would raise and catch a KeyError for the usual request
+        # without an Origin; a membership test does not.)
+        headers = request.headers
+        origin = headers["Origin"] if "Origin" in headers else None  # noqa: SIM401
+        if not origin_allowed(origin, settings.allowed_origins):
             return refuse(connection, "origin", http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if settings.jwt_secret:
             token = parse_qs(query).get("token", [None])[0]
@@ -192,6 +196,8 @@ def make_request_handler(context: ServerContext) -> RequestHandler:
         return respond(connection, http.HTTPStatus.OK, {"offset": offset})
 
     def process_request(connection: FleetConnection, request: Request) -> RequestAnswer:
+        if request.path == "/ws":  # the usual upgrade, without a query: nothing to split
+            return handshake(connection, request, "")
         parts = urlsplit(request.path)
         path = parts.path
         if path == "/ws":

@@ -22,7 +22,7 @@ from websockets.http11 import Request
 
 from wsfleet import codec
 from wsfleet.broker import BrokerUnavailable, NotReplicated
-from wsfleet.connection import CloseCode, FleetConnection, RequestAnswer
+from wsfleet.connection import CloseCode, FleetConnection, RequestAnswer, text_frame
 from wsfleet.context import OVERLOADED_MESSAGE, ServerContext
 from wsfleet.logs import log_event
 from wsfleet.protocol import (
@@ -53,6 +53,22 @@ class Session:
     ) -> None:
         self.context = context
         self.requests = requests
+        # ws_connected_clients is read from the count at each scrape instead of
+        # being incremented and decremented (under a lock) per connection.
+        context.metrics.connected_clients.set_function(lambda: context.open_connections)
+        # The welcome frame is the same for every connection but its id: encoded
+        # once, around the id (a URL-safe token, which JSON needs not escape).
+        welcome = codec.dumps(
+            {
+                "type": "welcome",
+                "conn": "",
+                "server": context.instance_id,
+                "heartbeat": _seconds(context.settings.ping_interval),
+            }
+        )
+        head, _, tail = welcome.partition(b'"conn":""')
+        self._welcome_head = head + b'"conn":"'
+        self._welcome_tail = b'"' + tail
 
     def process_request(self, connection: FleetConnection, request: Request) -> RequestAnswer:
         return self.requests(connection, request)
@@ -61,7 +77,6 @@ class Session:
         """Count and log the connection, arm its token's expiry, send ``welcome``."""
         context = self.context
         context.open_connections += 1
-        context.metrics.connected_clients.inc()
         if logger.isEnabledFor(logging.INFO):
             # (The transport looks the peer address up only when it is logged.)
             remote = connection.remote_address
@@ -75,17 +90,10 @@ class Session:
                 remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote),
             )
         connection.expiry = _close_when_token_expires(connection)
-        send(
-            context,
-            connection,
-            "welcome",
-            {
-                "type": "welcome",
-                "conn": connection.conn_id,
-                "server": context.instance_id,
-                "heartbeat": _seconds(context.settings.ping_interval),
-            },
-        )
+        welcome = self._welcome_head + connection.conn_id.encode() + self._welcome_tail
+        # Framed here, so it joins the 101 response in the connection's pending write.
+        connection.send_framed(welcome, text_frame(welcome))
+        context.metrics.count_welcome()
 
     def message(self, connection: FleetConnection, data: str | bytes) -> Awaitable[None] | None:
         """Answer one message now, or return the awaitable that answers it."""
@@ -116,7 +124,6 @@ class Session:
             connection.expiry = None
         context.hub.leave_all(connection)
         context.open_connections -= 1
-        context.metrics.connected_clients.dec()
         if connection.server_close_code is not None:
             context.metrics.server_closes.labels(str(connection.server_close_code)).inc()
         log_event(
