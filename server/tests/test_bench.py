@@ -20,7 +20,15 @@ import pytest
 from conftest import Launcher, RedisProcess, ServerProcess
 from wsfleet.bench.backbone import inline_command
 from wsfleet.bench.cli import expand_urls, parse_sources
-from wsfleet.bench.runner import BenchOptions, fanout_plan, run_scenario
+from wsfleet.bench.procstat import Sample
+from wsfleet.bench.runner import (
+    BenchError,
+    BenchOptions,
+    cpu_used,
+    fanout_plan,
+    plan_sources,
+    run_scenario,
+)
 from wsfleet.bench.stats import LatencyHistogram, summarize
 from wsfleet.bench.wire import SOCKETIO, WSFLEET, WireConnection
 from wsfleet.session import sender_json
@@ -112,6 +120,48 @@ async def test_fanout_delivers_every_message_once_across_instances(
     assert len(result["servers"]) == 2
 
 
+async def test_unseen_servers_have_no_cpu_figure_and_a_proxy_is_measured(
+    servers: list[ServerProcess],
+) -> None:
+    # The servers behind a load balancer in containers: their PIDs are not seen
+    # (here: a PID that is gone), so no server CPU at all rather than 0. The
+    # process on the path (here: the servers themselves standing in for nginx)
+    # is measured over the same window.
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()
+    options = BenchOptions(
+        scenario="fanout",
+        urls=urls(servers),
+        rooms=4,
+        clients_per_room=5,
+        publishers=2,
+        rate=200,
+        duration=1.0,
+        server_pids=[gone.pid],
+        proxy_pids=[server.pid for server in servers],
+    )
+    result = await run_scenario(options)
+    assert result["lost"] == 0 and result["delivered"] > 0
+    assert result["server_cpu_seconds"] is None
+    assert result["server_cpu_cores"] is None
+    assert result["deliveries_per_server_cpu_second"] is None
+    assert result["proxy_cpu_seconds"] is not None and result["proxy_cpu_seconds"] > 0
+    assert result["proxy_cpu_cores"] is not None
+
+    connect = await run_scenario(
+        BenchOptions(
+            scenario="connect",
+            urls=urls(servers),
+            connections=50,
+            settle=0.1,
+            server_pids=[gone.pid],
+            proxy_pids=[servers[0].pid],
+        )
+    )
+    assert connect["servers"] == [] and connect["server_cpu_seconds"] is None
+    assert connect["proxy_cpu_seconds"] is not None
+
+
 def test_cli_writes_json_and_a_plot(servers: list[ServerProcess], tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out, plot = tmp_path / "fanout.json", tmp_path / "fanout.png"
@@ -173,6 +223,26 @@ def test_port_ranges_and_source_addresses_expand() -> None:
     assert parse_sources("3") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert parse_sources("127.0.0.5-127.0.0.6") == ["127.0.0.5", "127.0.0.6"]
     assert parse_sources("127.0.0.9,127.0.0.7") == ["127.0.0.9", "127.0.0.7"]
+
+
+def test_sources_are_automatic_on_loopback_only_and_loopback_ones_never_go_out() -> None:
+    local = BenchOptions(scenario="connect", urls=["ws://127.0.0.1:8080/ws"])
+    assert plan_sources(local, 2) == ["127.0.0.2", "127.0.0.3"]
+    # A load balancer's address: the kernel chooses the source on the route to it.
+    remote = BenchOptions(scenario="connect", urls=["ws://172.30.231.10:80/ws"])
+    assert plan_sources(remote, 2) == []
+    remote.sources = ["172.30.231.1"]
+    assert plan_sources(remote, 2) == ["172.30.231.1"]
+    remote.sources = ["127.0.0.2", "127.0.0.3"]
+    with pytest.raises(BenchError, match=r"cannot reach 172\.30\.231\.10"):
+        plan_sources(remote, 2)
+
+
+def test_cpu_used_is_none_when_no_process_was_read() -> None:
+    assert cpu_used([None], [None]) is None
+    assert cpu_used([], []) is None
+    first, last = Sample(1, 0, 1.0), Sample(1, 0, 1.5)
+    assert cpu_used([first, None], [last, Sample(2, 0, 9.0)]) == 0.5
 
 
 def test_fanout_plan_spreads_each_room_over_the_instances() -> None:
