@@ -27,6 +27,7 @@ from wsfleet.bench.runner import (
     cpu_used,
     fanout_plan,
     plan_sources,
+    resolve_pids,
     run_scenario,
 )
 from wsfleet.bench.stats import LatencyHistogram, summarize
@@ -236,6 +237,36 @@ def test_sources_are_automatic_on_loopback_only_and_loopback_ones_never_go_out()
     remote.sources = ["127.0.0.2", "127.0.0.3"]
     with pytest.raises(BenchError, match=r"cannot reach 172\.30\.231\.10"):
         plan_sources(remote, 2)
+
+
+def test_a_port_docker_publishes_is_not_taken_for_the_server(tmp_path: Path) -> None:
+    # A process named docker-proxy (what holds a port Docker publishes) listens on
+    # a loopback port: the target there is a container's, and docker-proxy's CPU
+    # and memory are not the server's.
+    proxy = tmp_path / "docker-proxy"
+    proxy.symlink_to(sys.executable)
+    listener = subprocess.Popen(
+        [
+            str(proxy),
+            "-c",
+            "import socket, sys\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        options = BenchOptions(scenario="connect", urls=[f"ws://127.0.0.1:{port}/ws"])
+        assert resolve_pids(options) == ([], [])
+        options.server_pids = [listener.pid]  # given by hand: measured as told
+        assert resolve_pids(options)[0] == [listener.pid]
+    finally:
+        listener.kill()
+        listener.wait()
 
 
 def test_cpu_used_is_none_when_no_process_was_read() -> None:

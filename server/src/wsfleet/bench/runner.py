@@ -299,6 +299,11 @@ def resolve_pids(options: BenchOptions) -> tuple[list[int], list[RedisNode]]:
             parts = urlsplit(url)
             if _is_loopback(parts.hostname or "") and parts.port:
                 pid = procstat.listener_pid(parts.port)
+                # A port Docker publishes is held by docker-proxy, not by the server
+                # in the container: measuring it would pass its figures off as the
+                # server's. Give --server-pid for such servers.
+                if pid is not None and procstat.process_name(pid) in procstat.FORWARDERS:
+                    continue
                 if pid is not None and pid not in servers:
                     servers.append(pid)
     if options.redis_nodes:
