@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# bench-lab.sh [--report FILE]: `wsfleet bench connect` and `fanout` through the
+# lab's load balancer (what `make lab` brought up), and the same sizes on loopback,
+# side by side in one Markdown section (printed; appended to FILE with --report).
+#
+# Targets (WSFLEET_BENCH_LAB_TARGETS, default all three):
+#   lb-private    nginx on its private address (ws://172.30.231.10/ws): this
+#                 machine is on the lab's private network, so the path is
+#                 client -> nginx -> wsfleet instances -> Redis, as in production.
+#   lb-published  the port the lab publishes here (wsfleet_smoke_url,
+#                 ws://127.0.0.1:8080/ws): the same, behind Docker's docker-proxy.
+#   loopback      `wsfleet bench suite --targets wsfleet` on loopback: a
+#                 redis-server and as many `wsfleet serve` processes as the lab
+#                 has instances, no load balancer.
+# The lab's processes run in containers on this machine's kernel: their CPU is
+# read from /proc by host PID (scripts/bench_lab.py pids), nginx's with
+# --proxy-pid. The lab's servers keep their deployed settings (log level info,
+# 50 frames/s per connection: the 80 publishers stay under it at 1,000/s).
+#
+# Sizes (environment): WSFLEET_BENCH_LAB_CONNECT (5000), _ROOMS (20), _MEMBERS
+# (50 per room), _PUBLISHERS (80), _RATES ("200 1000" messages/s), _DURATION (10 s).
+# Results (JSON, logs): WSFLEET_BENCH_OUT (default ~/.cache/wsfleet/bench-lab/STAMP).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$WSFLEET_ROOT"
+
+report=""
+case "${1:-}" in
+  --report) report=${2:?--report needs a file}; shift 2 ;;
+  "") ;;
+  *) die "usage: $0 [--report FILE]" ;;
+esac
+
+venv=$WSFLEET_ROOT/.venv
+[ -x "$venv/bin/wsfleet" ] || die "no virtualenv: run 'make setup' (or scripts/setup.sh host) first"
+command -v redis-server >/dev/null || apt_install redis-server
+helper() { "$venv/bin/python" scripts/bench_lab.py "$@"; }
+
+connect=${WSFLEET_BENCH_LAB_CONNECT:-5000}
+rooms=${WSFLEET_BENCH_LAB_ROOMS:-20}
+members=${WSFLEET_BENCH_LAB_MEMBERS:-50}
+publishers=${WSFLEET_BENCH_LAB_PUBLISHERS:-80}
+rates=${WSFLEET_BENCH_LAB_RATES:-200 1000}
+duration=${WSFLEET_BENCH_LAB_DURATION:-10}
+wanted=${WSFLEET_BENCH_LAB_TARGETS:-lb-private lb-published loopback}
+
+# The lab must be up: every container running and the load balancer answering a
+# WebSocket handshake (101) on each URL benchmarked. Nothing here starts it.
+lab_down() { die "the lab is not up ($*): run 'make lab' first"; }
+docker info >/dev/null 2>&1 || lab_down "the Docker engine does not answer"
+declare -A urls=()
+while read -r name url; do urls[$name]=$url; done < <(helper targets) || lab_down "inventories/lab is not readable"
+for host in $("$venv/bin/ansible-inventory" -i inventories/lab --list | "$venv/bin/python" -c '
+import json, sys
+print(" ".join(sorted(json.load(sys.stdin)["_meta"]["hostvars"])))'); do
+  [ "$host" = localhost ] && continue
+  [ "$(docker inspect -f '{{.State.Status}}' "$host" 2>/dev/null)" = running ] || lab_down "container $host is not running"
+done
+for target in $wanted; do
+  [ "$target" = loopback ] && continue
+  [ -n "${urls[$target]:-}" ] || die "unknown target $target (the lab has: ${!urls[*]} loopback)"
+  http=${urls[$target]/#ws:/http:}
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+    -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+    -H 'Sec-WebSocket-Key: d3NmbGVldC1iZW5jaC1sYg==' "$http" || true)
+  [ "$code" = 101 ] || lab_down "${urls[$target]} answered a handshake with '${code:-nothing}', not 101"
+done
+
+servers=$(helper pids ws_servers '(^|/)wsfleet serve|-m wsfleet serve')
+redis=$(helper pids redis '^[^ ]*(redis-server|valkey-server)')
+nginx=$(helper pids loadbalancers '^nginx: ')
+[ -n "$servers" ] || lab_down "no wsfleet server process in the ws_servers containers"
+[ -n "$nginx" ] || lab_down "no nginx process in the loadbalancers containers"
+server_count=$(wc -w <<<"$servers")
+pid_flags=()
+for pid in $servers; do pid_flags+=(--server-pid "$pid"); done
+for pid in $nginx; do pid_flags+=(--proxy-pid "$pid"); done
+[ -z "$redis" ] || pid_flags+=(--redis-pid "${redis%% *}")
+
+stamp=$(date -u +%Y%m%d-%H%M%S)
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
+out=${WSFLEET_BENCH_OUT:-$WSFLEET_CACHE/bench-lab/$stamp}
+mkdir -p "$out"
+log "results in $out; lab: $server_count wsfleet instances (PIDs $servers), nginx PIDs $nginx, Redis PID ${redis:-not found}"
+
+failures=()
+run() { # run NAME wsfleet-bench-args...: one run; a failure is recorded, not fatal
+  local name=$1
+  shift
+  log "$name: wsfleet bench $*"
+  "$venv/bin/wsfleet" bench "$@" --progress lines > "$out/$name.txt" 2> "$out/$name.log" || {
+    log "$name exited with status $? (see $out/$name.log)"; failures+=("$name"); }
+  cat "$out/$name.txt" >&2
+  sleep 3 # let the closed connections leave the kernel's tables
+}
+fanout_flags=(--rooms "$rooms" --clients-per-room "$members" --publishers "$publishers" --duration "$duration")
+
+for target in $wanted; do
+  if [ "$target" = loopback ]; then
+    first=1
+    for rate in $rates; do
+      scenarios=fanout
+      [ $first = 1 ] && scenarios=connect,fanout
+      first=0
+      run "loopback-$rate" suite --targets wsfleet --scenarios "$scenarios" --rounds 1 \
+        --servers "$server_count" --connect "$connect" --fanout-rooms "$rooms" \
+        --fanout-clients "$members" --fanout-publishers "$publishers" \
+        --fanout-rate "$rate" --fanout-duration "$duration" --out "$out/loopback-$rate"
+    done
+    continue
+  fi
+  url=${urls[$target]}
+  flags=("${pid_flags[@]}")
+  if [ "$target" = lb-published ]; then
+    # The published port's docker-proxy is a hop of this path: measured with nginx.
+    port=${url#*://*:}
+    port=${port%%/*}
+    forwarder=$("$venv/bin/python" -c "from wsfleet.bench import procstat; print(procstat.listener_pid($port) or '')")
+    [ -z "$forwarder" ] || flags+=(--proxy-pid "$forwarder")
+  fi
+  run "lab-$target-connect" connect --url "$url" --label "$target" -n "$connect" \
+    "${flags[@]}" --json "$out/lab-$target-connect.json"
+  for rate in $rates; do
+    run "lab-$target-fanout-$rate" fanout --url "$url" --label "$target" "${fanout_flags[@]}" \
+      --rate "$rate" "${flags[@]}" --json "$out/lab-$target-fanout-$rate.json"
+  done
+done
+
+# What the report needs besides the results.
+urls_json=$(for t in "${!urls[@]}"; do printf '%s\n' "$t ${urls[$t]}"; done)
+BENCH_TARGETS=$wanted BENCH_URLS=$urls_json BENCH_STARTED=$stamp BENCH_LOADAVG=$loadavg \
+BENCH_NGINX=$nginx BENCH_SERVERS=$servers BENCH_CONNECT=$connect BENCH_ROOMS=$rooms \
+BENCH_MEMBERS=$members BENCH_PUBLISHERS=$publishers BENCH_DURATION=$duration \
+BENCH_RATES=$rates BENCH_FAILURES="${failures[*]:-}" helper settings "$out/settings.json"
+
+section=$(helper report "$out" "scripts/bench-lab.sh${report:+ --report $report}")
+echo "$section"
+if [ -n "$report" ]; then
+  printf '\n%s\n' "$section" >> "$report"
+  log "appended to $report"
+fi
+[ ${#failures[@]} -eq 0 ] || { log "runs that failed: ${failures[*]}"; exit 1; }
