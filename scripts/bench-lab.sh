@@ -3,15 +3,20 @@
 # lab's load balancer (what `make lab` brought up), and the same sizes on loopback,
 # side by side in one Markdown section (printed; appended to FILE with --report).
 #
-# Targets (WSFLEET_BENCH_LAB_TARGETS, default all three):
+# Targets (WSFLEET_BENCH_LAB_TARGETS, default "lb-private loopback"):
 #   lb-private    nginx on its private address (ws://172.30.231.10/ws): this
 #                 machine is on the lab's private network, so the path is
 #                 client -> nginx -> wsfleet instances -> Redis, as in production.
-#   lb-published  the port the lab publishes here (wsfleet_smoke_url,
-#                 ws://127.0.0.1:8080/ws): the same, behind Docker's docker-proxy.
 #   loopback      `wsfleet bench suite --targets wsfleet` on loopback: a
 #                 redis-server and as many `wsfleet serve` processes as the lab
 #                 has instances, no load balancer.
+#   lb-published  the port the lab publishes here (wsfleet_smoke_url,
+#                 ws://127.0.0.1:8080/ws): the same behind Docker's docker-proxy,
+#                 which holds 6 open files per connection (2 sockets, 2 splice
+#                 pipes) and, when it runs out, stops accepting and exits: every
+#                 connection through it drops and the port stays dead until the
+#                 container restarts. So it is refused above its open-file limit / 6
+#                 connections (~3,300 with the engine's 20,000).
 # The lab's processes run in containers on this machine's kernel: their CPU is
 # read from /proc by host PID (scripts/bench_lab.py pids), nginx's with
 # --proxy-pid. The lab's servers keep their deployed settings (log level info,
@@ -42,7 +47,7 @@ members=${WSFLEET_BENCH_LAB_MEMBERS:-50}
 publishers=${WSFLEET_BENCH_LAB_PUBLISHERS:-80}
 rates=${WSFLEET_BENCH_LAB_RATES:-200 1000}
 duration=${WSFLEET_BENCH_LAB_DURATION:-10}
-wanted=${WSFLEET_BENCH_LAB_TARGETS:-lb-private lb-published loopback}
+wanted=${WSFLEET_BENCH_LAB_TARGETS:-lb-private loopback}
 
 # The lab must be up: every container running and the load balancer answering a
 # WebSocket handshake (101) on each URL benchmarked. Nothing here starts it.
@@ -77,7 +82,7 @@ for pid in $servers; do pid_flags+=(--server-pid "$pid"); done
 for pid in $nginx; do pid_flags+=(--proxy-pid "$pid"); done
 [ -z "$redis" ] || pid_flags+=(--redis-pid "${redis%% *}")
 
-stamp=$(date -u +%Y%m%d-%H%M%S)
+stamp=$(date -u +%Y%m%d-%H%M%S) started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 out=${WSFLEET_BENCH_OUT:-$WSFLEET_CACHE/bench-lab/$stamp}
 mkdir -p "$out"
@@ -116,7 +121,15 @@ for target in $wanted; do
     port=${url#*://*:}
     port=${port%%/*}
     forwarder=$("$venv/bin/python" -c "from wsfleet.bench import procstat; print(procstat.listener_pid($port) or '')")
-    [ -z "$forwarder" ] || flags+=(--proxy-pid "$forwarder")
+    [ -n "$forwarder" ] || lab_down "nothing listens on the published port $port"
+    flags+=(--proxy-pid "$forwarder")
+    capacity=$(( $(awk '/^Max open files/ {print $4}' "/proc/$forwarder/limits") / 6 - 100 ))
+    most=$(( connect > rooms * members + publishers ? connect : rooms * members + publishers ))
+    if [ "$most" -gt "$capacity" ]; then
+      log "skipping $target: $most connections would exhaust docker-proxy's open files (room for ~$capacity; it would exit)"
+      failures+=("$target (skipped: $most connections > docker-proxy's ~$capacity)")
+      continue
+    fi
   fi
   run "lab-$target-connect" connect --url "$url" --label "$target" -n "$connect" \
     "${flags[@]}" --json "$out/lab-$target-connect.json"
@@ -128,12 +141,15 @@ done
 
 # What the report needs besides the results.
 urls_json=$(for t in "${!urls[@]}"; do printf '%s\n' "$t ${urls[$t]}"; done)
-BENCH_TARGETS=$wanted BENCH_URLS=$urls_json BENCH_STARTED=$stamp BENCH_LOADAVG=$loadavg \
+BENCH_TARGETS=$wanted BENCH_URLS=$urls_json BENCH_STARTED=$started BENCH_LOADAVG="$loadavg" BENCH_LOADAVG_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)" \
 BENCH_NGINX=$nginx BENCH_SERVERS=$servers BENCH_CONNECT=$connect BENCH_ROOMS=$rooms \
 BENCH_MEMBERS=$members BENCH_PUBLISHERS=$publishers BENCH_DURATION=$duration \
-BENCH_RATES=$rates BENCH_FAILURES="${failures[*]:-}" helper settings "$out/settings.json"
+BENCH_RATES=$rates BENCH_FAILURES="$(IFS=';'; echo "${failures[*]:-}")" helper settings "$out/settings.json"
 
-section=$(helper report "$out" "scripts/bench-lab.sh${report:+ --report $report}")
+# The command as run: the sizes that were set, then the script.
+command=$(env | grep -E '^WSFLEET_BENCH_LAB_' | sort | sed -E "s/^([^=]*)=(.*)$/\1='\2'/" | paste -sd' ' -)
+command="${command:+$command }scripts/bench-lab.sh${report:+ --report $report}"
+section=$(helper report "$out" "$command")
 echo "$section"
 if [ -n "$report" ]; then
   printf '\n%s\n' "$section" >> "$report"

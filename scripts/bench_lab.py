@@ -104,6 +104,7 @@ def settings(path: Path) -> None:
         "urls": urls,
         "started": env["BENCH_STARTED"],
         "loadavg": env["BENCH_LOADAVG"].split(),
+        "loadavg_after": env["BENCH_LOADAVG_AFTER"].split(),
         "lb_host": ", ".join(group_hosts(data, "loadbalancers")),
         "nginx_processes": len(env["BENCH_NGINX"].split()),
         "servers": len(servers),
@@ -114,7 +115,7 @@ def settings(path: Path) -> None:
         "publishers": int(env["BENCH_PUBLISHERS"]),
         "duration": float(env["BENCH_DURATION"]),
         "rates": [int(rate) for rate in env["BENCH_RATES"].split()],
-        "failures": env["BENCH_FAILURES"].split(),
+        "failures": [item for item in env["BENCH_FAILURES"].split(";") if item],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -212,12 +213,12 @@ def report(out: Path, command: str) -> None:
     lines = [
         f"## Through the lab's load balancer ({time.strftime('%Y-%m-%d', time.gmtime())})",
         "",
-        f"- Command: `{command}` (scripts/bench-lab.sh; raw results: `{out}`)",
+        f"- Command: `{command}` (raw results: `{out}`)",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores, "
         f"{round((machine['memory_bytes'] or 0) / 2**30)} GiB, {machine['os']}, kernel {machine['kernel']}, "
         f"Python {machine['python']}, websockets {machine['websockets']}; "
-        f"load average before: {' '.join(settings['loadavg'])}",
-        f"- Started {settings['started']}; client, load balancer, servers and Redis share the same cores.",
+        f"load average before {' '.join(settings['loadavg'])}, after {' '.join(settings['loadavg_after'])}",
+        f"- Started {settings['started']}; client, load balancer, servers and Redis share these cores.",
         "- Targets:",
     ]
     for _, key in columns:
@@ -248,7 +249,7 @@ def report(out: Path, command: str) -> None:
         ]
     failures = settings.get("failures") or []
     if failures:
-        lines += ["", "Runs that exited non-zero: " + ", ".join(failures) + "."]
+        lines += ["", "Runs that exited non-zero or were skipped: " + ", ".join(failures) + "."]
     print("\n".join(lines))
 
 
