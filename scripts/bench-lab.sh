@@ -147,7 +147,7 @@ BENCH_MEMBERS=$members BENCH_PUBLISHERS=$publishers BENCH_DURATION=$duration \
 BENCH_RATES=$rates BENCH_FAILURES="$(IFS=';'; echo "${failures[*]:-}")" helper settings "$out/settings.json"
 
 # The command as run: the sizes that were set, then the script.
-command=$(env | grep -E '^WSFLEET_BENCH_LAB_' | sort | sed -E "s/^([^=]*)=(.*)$/\1='\2'/" | paste -sd' ' -)
+command=$(env | { grep -E '^WSFLEET_BENCH_LAB_' || true; } | sort | sed -E "s/^([^=]*)=(.*)$/\1='\2'/" | paste -sd' ' -)
 command="${command:+$command }scripts/bench-lab.sh${report:+ --report $report}"
 section=$(helper report "$out" "$command")
 echo "$section"
