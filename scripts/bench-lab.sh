@@ -100,24 +100,14 @@ run() { # run NAME wsfleet-bench-args...: one run; a failure is recorded, not fa
 }
 fanout_flags=(--rooms "$rooms" --clients-per-room "$members" --publishers "$publishers" --duration "$duration")
 
+# Per target: the flags of its runs (the lab's PIDs; the published port's
+# docker-proxy as a proxy too), or "skip" when it cannot carry the sizes.
+declare -A target_flags=()
 for target in $wanted; do
-  if [ "$target" = loopback ]; then
-    first=1
-    for rate in $rates; do
-      scenarios=fanout
-      [ $first = 1 ] && scenarios=connect,fanout
-      first=0
-      run "loopback-$rate" suite --targets wsfleet --scenarios "$scenarios" --rounds 1 \
-        --servers "$server_count" --connect "$connect" --fanout-rooms "$rooms" \
-        --fanout-clients "$members" --fanout-publishers "$publishers" \
-        --fanout-rate "$rate" --fanout-duration "$duration" --out "$out/loopback-$rate"
-    done
-    continue
-  fi
-  url=${urls[$target]}
+  [ "$target" = loopback ] && continue
   flags=("${pid_flags[@]}")
   if [ "$target" = lb-published ]; then
-    # The published port's docker-proxy is a hop of this path: measured with nginx.
+    url=${urls[$target]}
     port=${url#*://*:}
     port=${port%%/*}
     forwarder=$("$venv/bin/python" -c "from wsfleet.bench import procstat; print(procstat.listener_pid($port) or '')")
@@ -128,14 +118,40 @@ for target in $wanted; do
     if [ "$most" -gt "$capacity" ]; then
       log "skipping $target: $most connections would exhaust docker-proxy's open files (room for ~$capacity; it would exit)"
       failures+=("$target (skipped: $most connections > docker-proxy's ~$capacity)")
+      target_flags[$target]=skip
       continue
     fi
   fi
-  run "lab-$target-connect" connect --url "$url" --label "$target" -n "$connect" \
-    "${flags[@]}" --json "$out/lab-$target-connect.json"
-  for rate in $rates; do
-    run "lab-$target-fanout-$rate" fanout --url "$url" --label "$target" "${fanout_flags[@]}" \
-      --rate "$rate" "${flags[@]}" --json "$out/lab-$target-fanout-$rate.json"
+  target_flags[$target]="${flags[*]}"
+done
+
+# Scenario by scenario, every target in turn: whatever else loads the machine
+# meanwhile falls on both sides alike. The loopback side is one suite run per
+# scenario (a fresh redis-server and servers each time, as `make bench` does).
+suite_flags=(suite --targets wsfleet --rounds 1 --servers "$server_count" --connect "$connect"
+  --fanout-rooms "$rooms" --fanout-clients "$members" --fanout-publishers "$publishers"
+  --fanout-duration "$duration")
+for step in connect $rates; do
+  for target in $wanted; do
+    if [ "$target" = loopback ]; then
+      if [ "$step" = connect ]; then
+        run loopback-connect "${suite_flags[@]}" --scenarios connect --out "$out/loopback-connect"
+      else
+        run "loopback-fanout-$step" "${suite_flags[@]}" --scenarios fanout --fanout-rate "$step" \
+          --out "$out/loopback-fanout-$step"
+      fi
+      continue
+    fi
+    [ "${target_flags[$target]}" = skip ] && continue
+    read -ra flags <<<"${target_flags[$target]}"
+    url=${urls[$target]}
+    if [ "$step" = connect ]; then
+      run "lab-$target-connect" connect --url "$url" --label "$target" -n "$connect" \
+        "${flags[@]}" --json "$out/lab-$target-connect.json"
+    else
+      run "lab-$target-fanout-$step" fanout --url "$url" --label "$target" "${fanout_flags[@]}" \
+        --rate "$step" "${flags[@]}" --json "$out/lab-$target-fanout-$step.json"
+    fi
   done
 done
 
