@@ -557,6 +557,19 @@ async def _finish(workers: Sequence[WorkerHandle]) -> list[dict[str, Any]]:
     return await all_expect(workers, "result", 60)
 
 
+def drain_complete(unique: int, expected: int, unsettled: int) -> bool:
+    """Whether every delivery of an acked message is in, by the workers' counters.
+
+    ``unique`` counts every message a member received, acked or not; ``expected``
+    only the acked ones. With publishes left without an ack (no answer before the
+    end of the publish phase, or an error), their deliveries count in ``unique``
+    too and it may reach ``expected`` while acked deliveries are still on their
+    way; stopping then reports those as lost. So then only the quiet period
+    (no new delivery for drain_timeout) ends the wait.
+    """
+    return unsettled == 0 and unique >= expected
+
+
 def fanout_plan(
     options: BenchOptions, workers: int, run_id: str
 ) -> tuple[list[list[list[Any]]], list[list[dict[str, Any]]]]:
@@ -676,6 +689,7 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         expected = sum(acked_by_room[room] * n for room, n in members_by_room.items())
 
         # Wait until every member has what was acked, or nothing moves any more.
+        unsettled = sent - sum(acked_by_room.values())
         last_unique, last_change = -1, time.perf_counter()
         while True:
             unique = total(workers, "unique")
@@ -683,10 +697,14 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             if unique != last_unique:
                 last_unique, last_change = unique, now
             progress("deliver", min(unique, expected), max(expected, 1), f"{unique}/{expected}")
-            if unique >= expected or now - last_change > options.drain_timeout:
+            if drain_complete(unique, expected, unsettled):
+                drained = now
+                break
+            if now - last_change > options.drain_timeout:
+                # The deliveries ended at the last progress, not drain_timeout later.
+                drained = last_change
                 break
             await asyncio.sleep(0.05)
-        drained = time.perf_counter()
         after = sample_all(pids)
         commands_after = [commands_processed(node) for node in redis_nodes]
         results = await _finish(workers)
