@@ -54,7 +54,8 @@ wanted=${WSFLEET_BENCH_LAB_TARGETS:-lb-private loopback}
 lab_down() { die "the lab is not up ($*): run 'make lab' first"; }
 docker info >/dev/null 2>&1 || lab_down "the Docker engine does not answer"
 declare -A urls=()
-while read -r name url; do urls[$name]=$url; done < <(helper targets) || lab_down "inventories/lab is not readable"
+while read -r name url; do urls[$name]=$url; done < <(helper targets)
+[ ${#urls[@]} -gt 0 ] || lab_down "no load balancer URL from inventories/lab (see above)"
 for host in $("$venv/bin/ansible-inventory" -i inventories/lab --list | "$venv/bin/python" -c '
 import json, sys
 print(" ".join(sorted(json.load(sys.stdin)["_meta"]["hostvars"])))'); do
