@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup test lint molecule lab lab-down bench image
+.PHONY: help setup test lint molecule lab lab-down bench bench-lab image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ lab-down: ## remove the lab (containers, networks, cached facts)
 
 bench: ## load benchmarks on loopback against peers; appends to BENCHMARKS.md
 	@scripts/setup.sh host && scripts/bench.sh
+
+bench-lab: ## connect and fanout through the lab's load balancer beside loopback; appends to BENCHMARKS.md
+	@scripts/setup.sh host && scripts/bench-lab.sh --report BENCHMARKS.md
 
 image: ## the server's OCI image localhost/wsfleet/server from the local Debian base
 	@scripts/with-engine.sh bash -c 'scripts/setup.sh && scripts/image.sh'

@@ -20,7 +20,17 @@ import pytest
 from conftest import Launcher, RedisProcess, ServerProcess
 from wsfleet.bench.backbone import inline_command
 from wsfleet.bench.cli import expand_urls, parse_sources
-from wsfleet.bench.runner import BenchOptions, fanout_plan, run_scenario
+from wsfleet.bench.procstat import Sample
+from wsfleet.bench.runner import (
+    BenchError,
+    BenchOptions,
+    cpu_used,
+    drain_complete,
+    fanout_plan,
+    plan_sources,
+    resolve_pids,
+    run_scenario,
+)
 from wsfleet.bench.stats import LatencyHistogram, summarize
 from wsfleet.bench.wire import SOCKETIO, WSFLEET, WireConnection
 from wsfleet.session import sender_json
@@ -112,6 +122,48 @@ async def test_fanout_delivers_every_message_once_across_instances(
     assert len(result["servers"]) == 2
 
 
+async def test_unseen_servers_have_no_cpu_figure_and_a_proxy_is_measured(
+    servers: list[ServerProcess],
+) -> None:
+    # The servers behind a load balancer in containers: their PIDs are not seen
+    # (here: a PID that is gone), so no server CPU at all rather than 0. The
+    # process on the path (here: the servers themselves standing in for nginx)
+    # is measured over the same window.
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()
+    options = BenchOptions(
+        scenario="fanout",
+        urls=urls(servers),
+        rooms=4,
+        clients_per_room=5,
+        publishers=2,
+        rate=200,
+        duration=1.0,
+        server_pids=[gone.pid],
+        proxy_pids=[server.pid for server in servers],
+    )
+    result = await run_scenario(options)
+    assert result["lost"] == 0 and result["delivered"] > 0
+    assert result["server_cpu_seconds"] is None
+    assert result["server_cpu_cores"] is None
+    assert result["deliveries_per_server_cpu_second"] is None
+    assert result["proxy_cpu_seconds"] is not None and result["proxy_cpu_seconds"] > 0
+    assert result["proxy_cpu_cores"] is not None
+
+    connect = await run_scenario(
+        BenchOptions(
+            scenario="connect",
+            urls=urls(servers),
+            connections=50,
+            settle=0.1,
+            server_pids=[gone.pid],
+            proxy_pids=[servers[0].pid],
+        )
+    )
+    assert connect["servers"] == [] and connect["server_cpu_seconds"] is None
+    assert connect["proxy_cpu_seconds"] is not None
+
+
 def test_cli_writes_json_and_a_plot(servers: list[ServerProcess], tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out, plot = tmp_path / "fanout.json", tmp_path / "fanout.png"
@@ -173,6 +225,67 @@ def test_port_ranges_and_source_addresses_expand() -> None:
     assert parse_sources("3") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert parse_sources("127.0.0.5-127.0.0.6") == ["127.0.0.5", "127.0.0.6"]
     assert parse_sources("127.0.0.9,127.0.0.7") == ["127.0.0.9", "127.0.0.7"]
+
+
+def test_sources_are_automatic_on_loopback_only_and_loopback_ones_never_go_out() -> None:
+    local = BenchOptions(scenario="connect", urls=["ws://127.0.0.1:8080/ws"])
+    assert plan_sources(local, 2) == ["127.0.0.2", "127.0.0.3"]
+    # A load balancer's address: the kernel chooses the source on the route to it.
+    remote = BenchOptions(scenario="connect", urls=["ws://172.30.231.10:80/ws"])
+    assert plan_sources(remote, 2) == []
+    remote.sources = ["172.30.231.1"]
+    assert plan_sources(remote, 2) == ["172.30.231.1"]
+    remote.sources = ["127.0.0.2", "127.0.0.3"]
+    with pytest.raises(BenchError, match=r"cannot reach 172\.30\.231\.10"):
+        plan_sources(remote, 2)
+
+
+def test_a_port_docker_publishes_is_not_taken_for_the_server(tmp_path: Path) -> None:
+    # A process named docker-proxy (what holds a port Docker publishes) listens on
+    # a loopback port: the target there is a container's, and docker-proxy's CPU
+    # and memory are not the server's.
+    proxy = tmp_path / "docker-proxy"
+    proxy.symlink_to(sys.executable)
+    listener = subprocess.Popen(
+        [
+            str(proxy),
+            "-c",
+            "import socket, sys\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        options = BenchOptions(scenario="connect", urls=[f"ws://127.0.0.1:{port}/ws"])
+        assert resolve_pids(options) == ([], [])
+        options.server_pids = [listener.pid]  # given by hand: measured as told
+        assert resolve_pids(options)[0] == [listener.pid]
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def test_the_drain_waits_for_quiet_when_some_publishes_have_no_ack() -> None:
+    # 10 acked messages x 5 members expected; all in and nothing unsettled: done.
+    assert drain_complete(50, 50, 0)
+    assert not drain_complete(49, 50, 0)
+    # One publish without an ack was delivered to 5 members: unique reaches 50
+    # while 5 deliveries of acked messages are still on their way. Not done: a
+    # stop here would count those as lost.
+    assert not drain_complete(50, 50, 1)
+    assert not drain_complete(55, 50, 1)
+
+
+def test_cpu_used_is_none_when_no_process_was_read() -> None:
+    assert cpu_used([None], [None]) is None
+    assert cpu_used([], []) is None
+    first, last = Sample(1, 0, 1.0), Sample(1, 0, 1.5)
+    assert cpu_used([first, None], [last, Sample(2, 0, 9.0)]) == 0.5
 
 
 def test_fanout_plan_spreads_each_room_over_the_instances() -> None:

@@ -108,6 +108,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="server PID to measure (repeatable; default: found by the targets' ports)",
     )
+    parser.add_argument(
+        "--proxy-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="PID of a process between client and servers (a load balancer's nginx) whose "
+        "CPU to measure with the servers' (repeatable)",
+    )
     parser.add_argument("--redis-url", help="Redis of the servers, to measure its CPU")
     parser.add_argument("--redis-pid", type=int, help="Redis PID (default: found by its port)")
     parser.add_argument("--json", metavar="FILE", help="write the result as JSON ('-': stdout)")
@@ -183,6 +191,7 @@ def options_from(args: argparse.Namespace) -> Any:
         connect_rate=args.connect_rate,
         timeout=args.timeout,
         server_pids=args.server_pid,
+        proxy_pids=args.proxy_pid,
         redis_pid=args.redis_pid,
         redis_url=args.redis_url,
     )

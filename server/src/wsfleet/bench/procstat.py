@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Sample", "listener_pid", "machine_description", "sample"]
+__all__ = ["FORWARDERS", "Sample", "listener_pid", "machine_description", "process_name", "sample"]
+
+# Programs that listen on a port only to pass connections on to a server elsewhere
+# (Docker's published ports): their CPU and memory are not a server's.
+FORWARDERS = frozenset({"docker-proxy", "rootlesskit", "slirp4netns"})
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -41,6 +45,14 @@ def sample(pid: int) -> Sample | None:
     fields = stat[stat.rindex(")") + 2 :].split()
     cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
     return Sample(pid, rss, cpu)
+
+
+def process_name(pid: int) -> str | None:
+    """The process's command name (/proc/PID/comm), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -153,7 +153,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("server RSS before", _fmt(result["server_rss_before_mib"], "MiB")),
             ("server RSS after", _fmt(result["server_rss_after_mib"], "MiB")),
             ("server memory per connection", _fmt(result["memory_per_connection_bytes"], "B")),
+            ("server CPU", _fmt(result.get("server_cpu_seconds"), "s")),
         ]
+        if result.get("proxy_cpu_seconds") is not None:
+            rows.append(("proxy CPU", _fmt(result["proxy_cpu_seconds"], "s")))
         if "held" in result:
             held = result["held"]
             rows += [
@@ -185,6 +188,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [
             ("server CPU", _fmt(result["server_cpu_cores"], "cores")),
             ("deliveries per server CPU second", _fmt(result["deliveries_per_server_cpu_second"])),
+            ("proxy CPU", _fmt(result.get("proxy_cpu_cores"), "cores")),
             ("Redis CPU", _fmt(result["redis_cpu_cores"], "cores")),
             (
                 "Redis CPU per 1,000 deliveries",

@@ -101,6 +101,9 @@ class BenchOptions:
     timeout: float = 30.0  # one handshake or join
     phase_timeout: float = 600.0  # a whole phase
     server_pids: list[int] = field(default_factory=list)
+    # Processes on the path between the client and the servers (a load balancer's
+    # nginx): their CPU is measured over the same window as the servers'.
+    proxy_pids: list[int] = field(default_factory=list)
     redis_pid: int | None = None
     redis_url: str | None = None
     # Every node of the backbone, when the caller knows them (a cluster); otherwise
@@ -242,11 +245,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def plan_sources(options: BenchOptions, workers: int) -> list[str]:
-    """Source addresses: one per worker on loopback (127.0.0.2, ...), unless given."""
-    if options.sources is not None:
-        return options.sources
+    """Source addresses: one per worker on loopback (127.0.0.2, ...), unless given.
+
+    A target off loopback (a load balancer's address) gets no automatic source:
+    the kernel picks the address of the route to it. A 127.0.0.x source cannot
+    reach such a target (connect() fails for every connection), so given ones
+    are refused up front.
+    """
     hosts = {urlsplit(url).hostname or "" for url in options.urls}
-    if not all(_is_loopback(host) for host in hosts):
+    on_loopback = all(_is_loopback(host) for host in hosts)
+    if options.sources is not None:
+        if not on_loopback and any(_is_loopback(source) for source in options.sources):
+            off = sorted(host for host in hosts if not _is_loopback(host))
+            raise BenchError(
+                f"--source-addresses on loopback cannot reach {', '.join(off)}: give "
+                "addresses of this machine on the way to the target, or none"
+            )
+        return options.sources
+    if not on_loopback:
         return []
     return [f"127.0.0.{2 + index}" for index in range(max(1, workers))]
 
@@ -283,6 +299,11 @@ def resolve_pids(options: BenchOptions) -> tuple[list[int], list[RedisNode]]:
             parts = urlsplit(url)
             if _is_loopback(parts.hostname or "") and parts.port:
                 pid = procstat.listener_pid(parts.port)
+                # A port Docker publishes is held by docker-proxy, not by the server
+                # in the container: measuring it would pass its figures off as the
+                # server's. Give --server-pid for such servers.
+                if pid is not None and procstat.process_name(pid) in procstat.FORWARDERS:
+                    continue
                 if pid is not None and pid not in servers:
                     servers.append(pid)
     if options.redis_nodes:
@@ -334,6 +355,26 @@ def sample_all(pids: Sequence[int]) -> list[procstat.Sample | None]:
     return [procstat.sample(pid) for pid in pids]
 
 
+def cpu_used(
+    before: Sequence[procstat.Sample | None], after: Sequence[procstat.Sample | None]
+) -> float | None:
+    """CPU seconds the processes used between two readings; None when none was read.
+
+    None, not 0: a run whose servers could not be seen (no PID given or found, as
+    for servers in containers or on other hosts) has no CPU figure at all.
+    """
+    used = [
+        last.cpu - first.cpu
+        for first, last in zip(before, after, strict=True)
+        if first is not None and last is not None
+    ]
+    return sum(used) if used else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _mib(value: float) -> float:
     return round(value / 1024 / 1024, 1)
 
@@ -377,6 +418,7 @@ async def _run_connections(options: BenchOptions, progress: ProgressSink) -> dic
     sources = plan_sources(options, workers_needed)
     check_ports(options, count, sources)
     server_pids, _ = resolve_pids(options)
+    proxy_pids = list(options.proxy_pids)
     rate = options.connect_rate / workers_needed if options.connect_rate else 0.0
     tasks = []
     first = 0
@@ -399,6 +441,7 @@ async def _run_connections(options: BenchOptions, progress: ProgressSink) -> dic
     workers = await start_workers(tasks)
     try:
         before = sample_all(server_pids)
+        proxy_before = sample_all(proxy_pids)
         for worker in workers:
             await worker.send({"cmd": "connect"})
         ramp_start = time.perf_counter()
@@ -431,6 +474,7 @@ async def _run_connections(options: BenchOptions, progress: ProgressSink) -> dic
                 await asyncio.sleep(min(0.25, left))
         await asyncio.sleep(options.settle)
         after = sample_all(server_pids)
+        proxy_after = sample_all(proxy_pids)
         if options.check:
             for worker in workers:
                 await worker.send({"cmd": "check", "timeout": options.timeout})
@@ -472,6 +516,9 @@ async def _run_connections(options: BenchOptions, progress: ProgressSink) -> dic
         "server_rss_before_mib": _mib(sum(row["rss_before"] for row in servers)),
         "server_rss_after_mib": _mib(rss_after_total),
         "memory_per_connection_bytes": round(grown / opened) if opened and servers else None,
+        # From before the ramp to after the settle (and the hold, for idle).
+        "server_cpu_seconds": _round(cpu_used(before, after)),
+        "proxy_cpu_seconds": _round(cpu_used(proxy_before, proxy_after)),
         "client_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 2),
         "histograms": {"handshake": handshakes.to_json()},
     }
@@ -508,6 +555,19 @@ async def _finish(workers: Sequence[WorkerHandle]) -> list[dict[str, Any]]:
     for worker in workers:
         await worker.send({"cmd": "finish"})
     return await all_expect(workers, "result", 60)
+
+
+def drain_complete(unique: int, expected: int, unsettled: int) -> bool:
+    """Whether every delivery of an acked message is in, by the workers' counters.
+
+    ``unique`` counts every message a member received, acked or not; ``expected``
+    only the acked ones. With publishes left without an ack (no answer before the
+    end of the publish phase, or an error), their deliveries count in ``unique``
+    too and it may reach ``expected`` while acked deliveries are still on their
+    way; stopping then reports those as lost. So then only the quiet period
+    (no new delivery for drain_timeout) ends the wait.
+    """
+    return unsettled == 0 and unique >= expected
 
 
 def fanout_plan(
@@ -590,7 +650,7 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         for event in ready:
             members_by_room.update(event["members_by_room"])
 
-        pids = [*server_pids, *(node.pid for node in redis_nodes)]
+        pids = [*server_pids, *(node.pid for node in redis_nodes), *options.proxy_pids]
         before = sample_all(pids)
         commands_before = [commands_processed(node) for node in redis_nodes]
         go = time.perf_counter()
@@ -629,6 +689,7 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         expected = sum(acked_by_room[room] * n for room, n in members_by_room.items())
 
         # Wait until every member has what was acked, or nothing moves any more.
+        unsettled = sent - sum(acked_by_room.values())
         last_unique, last_change = -1, time.perf_counter()
         while True:
             unique = total(workers, "unique")
@@ -636,10 +697,14 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
             if unique != last_unique:
                 last_unique, last_change = unique, now
             progress("deliver", min(unique, expected), max(expected, 1), f"{unique}/{expected}")
-            if unique >= expected or now - last_change > options.drain_timeout:
+            if drain_complete(unique, expected, unsettled):
+                drained = now
+                break
+            if now - last_change > options.drain_timeout:
+                # The deliveries ended at the last progress, not drain_timeout later.
+                drained = last_change
                 break
             await asyncio.sleep(0.05)
-        drained = time.perf_counter()
         after = sample_all(pids)
         commands_after = [commands_processed(node) for node in redis_nodes]
         results = await _finish(workers)
@@ -675,8 +740,11 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         return last.cpu - first.cpu
 
     server_cpu = [cpu(i) for i in range(len(server_pids))]
-    server_cpu_total = sum(c for c in server_cpu if c is not None)
+    server_cpu_measured = [c for c in server_cpu if c is not None]
+    server_cpu_total = sum(server_cpu_measured) if server_cpu_measured else None
     node_cpu = [cpu(len(server_pids) + i) for i in range(len(redis_nodes))]
+    proxies_from = len(server_pids) + len(redis_nodes)
+    proxy_cpu = cpu_used(before[proxies_from:], after[proxies_from:])
     redis_cpu = sum(c for c in node_cpu if c is not None) if redis_nodes else None
     node_commands = [
         None if first is None or last is None else float(last - first)
@@ -713,11 +781,17 @@ async def _run_fanout(options: BenchOptions, progress: ProgressSink) -> dict[str
         "latency": summarize(latency),
         "ack_latency": summarize(acks),
         "handshake_latency": summarize(handshakes),
-        "server_cpu_seconds": round(server_cpu_total, 3),
-        "server_cpu_cores": round(server_cpu_total / window, 3) if window > 0 else None,
+        "server_cpu_seconds": _round(server_cpu_total),
+        "server_cpu_cores": _round(server_cpu_total / window)
+        if server_cpu_total is not None and window > 0
+        else None,
         "deliveries_per_server_cpu_second": (
-            round(delivered / server_cpu_total) if server_cpu_total > 0 else None
+            round(delivered / server_cpu_total) if server_cpu_total else None
         ),
+        "proxy_cpu_seconds": _round(proxy_cpu),
+        "proxy_cpu_cores": _round(proxy_cpu / window)
+        if proxy_cpu is not None and window > 0
+        else None,
         "redis_cpu_seconds": None if redis_cpu is None else round(redis_cpu, 3),
         "redis_cpu_cores": None
         if redis_cpu is None or window <= 0
