@@ -264,6 +264,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     redis.stop()
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server for this test alone (one it may pause, stop or restart)."""
+    (tmp_path / "redis").mkdir()
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    yield redis
+    redis.stop()
+
+
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
     cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))

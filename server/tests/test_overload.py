@@ -13,11 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conftest import (
     Launcher,
@@ -36,19 +32,25 @@ PUBLISHERS = 20
 ROUNDS = 5
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    (tmp_path / "redis").mkdir()
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
+async def assert_delivered_once_in_order(
+    member: Any, publisher: Any, room: str, acked: list[str]
+) -> None:
+    """Publish a last message; before it, the member got exactly ``acked``, once, in order."""
+    assert (await publish(publisher, room, "end", "end"))["type"] == "ack"
+    received: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    while True:
+        frame = await recv_type(member, "message")
+        offsets.append(offset_key(frame["offset"]))
+        if frame["content"] == "end":
+            break
+        received.append(frame["content"])
+    assert sorted(received) == sorted(acked), "every acked message once, no refused one"
+    assert offsets == sorted(set(offsets)), "in offset order, none twice"
 
 
 async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
-    launch: Launcher, private_redis: RedisProcess
+    launch: Launcher, own_redis: RedisProcess
 ) -> None:
     server = launch(
         "--publish-queue",
@@ -59,7 +61,7 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
         "2000",
         "--api-key",
         "k",
-        redis=private_redis,
+        redis=own_redis,
     )
     room = unique_room("overload")
     member, _ = await connect(server.url)
@@ -70,7 +72,7 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
     refused = 0
     for round_number in range(ROUNDS):
         # Redis answers nothing that writes for a while: every publish waits for it.
-        private_redis.command("CLIENT", "PAUSE", "1500", "WRITE")
+        own_redis.command("CLIENT", "PAUSE", "1500", "WRITE")
         loop = asyncio.get_running_loop()
         started = loop.time()
         replies = await asyncio.gather(
@@ -80,7 +82,7 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
             )
         )
         waited = loop.time() - started
-        private_redis.command("CLIENT", "UNPAUSE")
+        own_redis.command("CLIENT", "UNPAUSE")
         round_acked = [
             f"r{round_number}-p{reply['id'].split('-')[1]}"
             for reply in replies
@@ -97,7 +99,7 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
         refused += len(round_refused)
 
     # While the queue is full, the HTTP publish API refuses too (503, Retry-After).
-    private_redis.command("CLIENT", "PAUSE", "1500", "WRITE")
+    own_redis.command("CLIENT", "PAUSE", "1500", "WRITE")
     waiting = [
         asyncio.create_task(publish(connection, room, f"http-round-p{index}", f"h-{index}"))
         for index, connection in enumerate(publishers[:QUEUE])
@@ -110,25 +112,14 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
         json.dumps({"room": room, "content": "refused-http"}).encode(),
         {"Authorization": "Bearer k", "Content-Type": "application/json"},
     )
-    private_redis.command("CLIENT", "UNPAUSE")
+    own_redis.command("CLIENT", "UNPAUSE")
     assert status == 503, body
     assert headers.get("Retry-After") == "1"
     assert "overloaded" in json.loads(body)["message"]
     acked.extend(f"http-round-p{index}" for index, _ in enumerate(await asyncio.gather(*waiting)))
     refused += 1
 
-    # A last message marks the end: before it, the member got exactly the acked ones.
-    assert (await publish(publishers[0], room, "end", "end"))["type"] == "ack"
-    received: list[str] = []
-    offsets: list[tuple[int, int]] = []
-    while True:
-        frame = await recv_type(member, "message")
-        offsets.append(offset_key(frame["offset"]))
-        if frame["content"] == "end":
-            break
-        received.append(frame["content"])
-    assert sorted(received) == sorted(acked), "every acked message once, no refused one"
-    assert offsets == sorted(set(offsets)), "in offset order, none twice"
+    await assert_delivered_once_in_order(member, publishers[0], room, acked)
     assert server.metric("ws_publishes_shed_total") == refused
 
     for connection in (member, *publishers):
@@ -136,13 +127,13 @@ async def test_publishes_past_the_queue_are_refused_at_once_and_never_delivered(
 
 
 async def test_a_lagging_event_loop_sheds_publishes_until_it_catches_up(
-    launch: Launcher, private_redis: RedisProcess
+    launch: Launcher, own_redis: RedisProcess
 ) -> None:
     """``--shed-lag``: a stalled instance (SIGSTOP, as a CPU-starved one) refuses
     publishes while its loop lag stays above the bound, then acks again; only what
     was acked is delivered, once and in order."""
     server = launch(
-        "--shed-lag", "0.05", "--rate-limit", "2000", "--rate-burst", "2000", redis=private_redis
+        "--shed-lag", "0.05", "--rate-limit", "2000", "--rate-burst", "2000", redis=own_redis
     )
     room = unique_room("lag")
     member, _ = await connect(server.url)
@@ -184,17 +175,7 @@ async def test_a_lagging_event_loop_sheds_publishes_until_it_catches_up(
         assert (await publish(publishers[0], room, "after", f"after-{refused}"))["type"] == "ack"
         acked.append("after")
 
-    assert (await publish(publishers[0], room, "end", "end"))["type"] == "ack"
-    received: list[str] = []
-    offsets: list[tuple[int, int]] = []
-    while True:
-        frame = await recv_type(member, "message")
-        offsets.append(offset_key(frame["offset"]))
-        if frame["content"] == "end":
-            break
-        received.append(frame["content"])
-    assert sorted(received) == sorted(acked), "every acked message once, no refused one"
-    assert offsets == sorted(set(offsets)), "in offset order, none twice"
+    await assert_delivered_once_in_order(member, publishers[0], room, acked)
     assert server.metric("ws_publishes_shed_total") == refused
     for connection in (member, *publishers):
         await connection.close()

@@ -88,8 +88,8 @@ class Metrics:
         )
         self.publishes_shed = Counter(
             "ws_publishes_shed",
-            "Publishes refused with `unavailable` because --publish-queue publishes of "
-            "this instance were already waiting for Redis (overload)",
+            "Publishes refused with `unavailable` as overloaded: --publish-queue publishes "
+            "were already waiting for Redis, or the event loop lagged past --shed-lag",
             registry=self.registry,
         )
         self.event_loop_lag = Gauge(
@@ -131,20 +131,7 @@ class Metrics:
         # (a rate over a series that does not exist yet is no data, not zero).
         for code in SERVER_CLOSE_CODES:
             self.server_closes.labels(str(code))
-        # Welcome frames sent since the last scrape: one per connection, counted
-        # here as a plain integer and added to the counter when it is read.
-        self.welcomes = 0
-
-    def count_welcome(self) -> None:
-        self.welcomes += 1
-
-    def sync(self) -> None:
-        """Add the plainly counted figures to their Prometheus counters."""
-        welcomes, self.welcomes = self.welcomes, 0
-        if welcomes:
-            self.outbound["welcome"].inc(welcomes)
 
     def render(self) -> bytes:
         """The text exposition format served at ``/metrics``."""
-        self.sync()
         return generate_latest(self.registry)

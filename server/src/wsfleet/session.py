@@ -93,7 +93,7 @@ class Session:
         welcome = self._welcome_head + connection.conn_id.encode() + self._welcome_tail
         # Framed here, so it joins the 101 response in the connection's pending write.
         connection.send_framed(welcome, text_frame(welcome))
-        context.metrics.count_welcome()
+        context.metrics.outbound["welcome"].inc()
 
     def message(self, connection: FleetConnection, data: str | bytes) -> Awaitable[None] | None:
         """Answer one message now, or return the awaitable that answers it."""

@@ -689,42 +689,32 @@ def _plain_ratio(mine: Any, theirs: Any) -> float | None:
     return None
 
 
+# Issue 12's targets against Node ws: (scenario, figure, label, bound, at least?).
+GOALS_VS_NODE: tuple[tuple[str, str, str, float, bool], ...] = (
+    ("fanout", "eff", "deliveries per server CPU second", 1.2, True),
+    ("fanout", "p99", "latency p99", 1.0, False),
+    ("fanout", "p999", "latency p99.9", 1.0, False),
+    ("fanout", "rpk", "Redis CPU per delivery", 1.2, False),
+    ("connect", "cps", "connects per second", 1.0, True),
+    ("connect", "hs99", "handshake p99", 1.0, False),
+)
+
+
 def targets_verdict(summary: dict[str, Any]) -> list[str]:
     """Issue 12's targets against Node ws (BENCHMARKS.md), met or missed, in this run."""
     lines = ["Targets in this run (wsfleet / Node ws):"]
+    for scenario, key, label, bound, at_least in GOALS_VS_NODE:
+        table = summary.get(scenario, {})
+        if "wsfleet" not in table or "ws" not in table or key not in table["wsfleet"]:
+            continue
+        ratio = _plain_ratio(table["wsfleet"][key]["median"], table["ws"][key]["median"])
+        shown = "-" if ratio is None else f"{ratio:.2f}"
+        sign = ">=" if at_least else "<="
+        lines.append(
+            f"- {scenario} {label}: {shown} ({sign} {bound:g}: "
+            f"{_verdict(ratio, bound, at_least=at_least)})"
+        )
     fanout = summary.get("fanout", {})
-    if "wsfleet" in fanout and "ws" in fanout:
-        mine, theirs = fanout["wsfleet"], fanout["ws"]
-        for key, label, bound, at_least in (
-            ("eff", "deliveries per server CPU second", 1.2, True),
-            ("p99", "latency p99", 1.0, False),
-            ("p999", "latency p99.9", 1.0, False),
-            ("rpk", "Redis CPU per delivery", 1.2, False),
-        ):
-            if key not in mine or key not in theirs:
-                continue
-            ratio = _plain_ratio(mine[key]["median"], theirs[key]["median"])
-            shown = "-" if ratio is None else f"{ratio:.2f}"
-            sign = ">=" if at_least else "<="
-            lines.append(
-                f"- fanout {label}: {shown} ({sign} {bound:g}: "
-                f"{_verdict(ratio, bound, at_least=at_least)})"
-            )
-    connect = summary.get("connect", {})
-    if "wsfleet" in connect and "ws" in connect:
-        mine, theirs = connect["wsfleet"], connect["ws"]
-        for key, label, at_least in (
-            ("cps", "connects per second", True),
-            ("hs99", "handshake p99", False),
-        ):
-            if key not in mine or key not in theirs:
-                continue
-            ratio = _plain_ratio(mine[key]["median"], theirs[key]["median"])
-            shown = "-" if ratio is None else f"{ratio:.2f}"
-            sign = ">=" if at_least else "<="
-            lines.append(
-                f"- connect {label}: {shown} ({sign} 1: {_verdict(ratio, 1.0, at_least=at_least)})"
-            )
     for cluster in [t for t in CLUSTERS if t in fanout and "wsfleet" in fanout]:
         mine, single = fanout[cluster], fanout["wsfleet"]
         lines.append(
